@@ -65,33 +65,48 @@ def brain_mask(shape: tuple[int, int, int]) -> np.ndarray:
 
 def plant_regions(mask: np.ndarray, classes: tuple[str, ...], radius: float,
                   rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, list]]:
-    """Place one spherical region per class inside the mask, non-overlapping.
+    """Place one spherical region per class inside the mask, well apart.
+
+    Centres are chosen among the voxels at least ``radius / 2`` inside the brain by
+    farthest-point sampling: the first is a candidate farthest from the middle of the brain,
+    each next one a candidate farthest from the centres so far (ties drawn with ``rng``), so
+    that regions never touch.
 
     Returns the region masks and their centres (voxel indices).
+
+    Raises
+    ------
+    ValueError
+        If the grid is too small for the regions to be at least one voxel apart.
     """
-    shape = mask.shape
-    idx = np.indices(shape).reshape(3, -1).T
-    # keep centres at least `radius` voxels inside the brain
     from scipy.ndimage import binary_erosion
 
-    core = binary_erosion(mask, iterations=max(1, int(math.ceil(radius))))
-    candidates = np.argwhere(core if core.any() else mask)
-    regions, centres = {}, {}
-    taken = np.zeros(shape, dtype=bool)
-    for c in classes:
-        for _ in range(1000):
-            centre = candidates[rng.integers(len(candidates))]
-            d2 = (((idx - centre) * np.array([1.0, 1.0, 1.1])) ** 2).sum(axis=1)
-            region = (d2 <= radius ** 2).reshape(shape) & mask
-            grown = (d2 <= (radius + 2) ** 2).reshape(shape)
-            if not (grown & taken).any():
-                break
-        else:
+    shape = mask.shape
+    core = binary_erosion(mask, iterations=max(1, int(math.ceil(radius / 2))))
+    candidates = np.argwhere(core if core.any() else mask).astype(float)
+    scale = np.array([1.0, 1.0, 1.1])  # voxels are 3 x 3 x 3.3 mm
+    idx = np.indices(shape).reshape(3, -1).T
+    min_d = np.linalg.norm((candidates - candidates.mean(axis=0)) * scale, axis=1)
+    centres_idx: list[int] = []
+    for _ in classes:
+        far = np.flatnonzero(min_d >= min_d.max() - 1e-9)
+        nxt = int(far[rng.integers(len(far))])
+        centres_idx.append(nxt)
+        d = np.linalg.norm((candidates - candidates[nxt]) * scale, axis=1)
+        min_d = d if len(centres_idx) == 1 else np.minimum(min_d, d)
+    centres = candidates[centres_idx]
+    if len(classes) > 1:
+        gaps = [np.linalg.norm((a - b) * scale) for i, a in enumerate(centres)
+                for b in centres[i + 1:]]
+        if min(gaps) < 2 * radius + 1:
             raise ValueError(f"cannot place {len(classes)} regions of radius {radius} in a "
                              f"grid of shape {shape}; use a larger grid or smaller radius")
-        taken |= region
-        regions[c], centres[c] = region, [int(v) for v in centre]
-    return regions, centres
+    regions, out = {}, {}
+    for c, centre in zip(classes, centres, strict=True):
+        d2 = (((idx - centre) * scale) ** 2).sum(axis=1)
+        regions[c] = (d2 <= radius ** 2).reshape(shape) & mask
+        out[c] = [int(v) for v in centre]
+    return regions, out
 
 
 def generate_annotations(
@@ -254,96 +269,102 @@ def generate_studyforrest(
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "truth").mkdir(parents=True)
+    try:
 
-    # labels
-    if annotations_dir is None:
-        duration = timing.starts[-1] + timing.tr * timing.n_volumes[-1]
-        generate_annotations(tmp / "annotations", duration, seed=seed)
-        ann_dir, ann_pattern = tmp / "annotations", "av1o*.csv"
-    else:
-        ann_dir, ann_pattern = Path(annotations_dir), annotation_pattern
-    labels = consensus_labels(read_observers(ann_dir, ann_pattern), tr=2.0, mode=label_mode)
-    if classes is None:
-        classes = tuple(sorted(select_classes(labels, n_per_class=None)["label"].unique()))
-    classes = tuple(classes)
+        # labels
+        if annotations_dir is None:
+            duration = timing.starts[-1] + timing.tr * timing.n_volumes[-1]
+            generate_annotations(tmp / "annotations", duration, seed=seed)
+            ann_dir, ann_pattern = tmp / "annotations", "av1o*.csv"
+        else:
+            ann_dir, ann_pattern = Path(annotations_dir), annotation_pattern
+        labels = consensus_labels(read_observers(ann_dir, ann_pattern), tr=2.0, mode=label_mode)
+        if classes is None and annotations_dir is None:
+            classes = DEFAULT_CLASSES
+        elif classes is None:
+            classes = tuple(sorted(select_classes(labels, n_per_class=None)["label"].unique()))
+        classes = tuple(classes)
 
-    # space
-    affine = affine_for(shape)
-    mask = brain_mask(shape)
-    regions, centres = plant_regions(mask, classes, region_radius, rng)
-    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp / "truth" / "brain_mask.nii.gz")
-    for c, region in regions.items():
-        nib.save(nib.Nifti1Image(region.astype(np.uint8), affine),
-                 tmp / "truth" / f"region-{c}_mask.nii.gz")
+        # space
+        affine = affine_for(shape)
+        mask = brain_mask(shape)
+        regions, centres = plant_regions(mask, classes, region_radius, rng)
+        nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp / "truth" / "brain_mask.nii.gz")
+        for c, region in regions.items():
+            nib.save(nib.Nifti1Image(region.astype(np.uint8), affine),
+                     tmp / "truth" / f"region-{c}_mask.nii.gz")
 
-    # BIDS metadata
-    bids = tmp / "ds000113"
-    bids.mkdir()
-    subjects = STUDYFORREST_SUBJECTS[:n_subjects]
-    (bids / "dataset_description.json").write_text(json.dumps({
-        "Name": "Generated StudyForrest-shaped data (emolib.synthetic)",
-        "BIDSVersion": "1.8.0", "DatasetType": "raw",
-        "GeneratedBy": [{"Name": "emolib.synthetic.generate_studyforrest"}],
-    }, indent=2))
-    (bids / "participants.tsv").write_text(
-        "participant_id\n" + "".join(f"sub-{s}\n" for s in subjects))
-    (bids / "task-movie_bold.json").write_text(json.dumps(
-        {"TaskName": "movie", "RepetitionTime": timing.tr}, indent=2))
+        # BIDS metadata
+        bids = tmp / "ds000113"
+        bids.mkdir()
+        subjects = STUDYFORREST_SUBJECTS[:n_subjects]
+        (bids / "dataset_description.json").write_text(json.dumps({
+            "Name": "Generated StudyForrest-shaped data (emolib.synthetic)",
+            "BIDSVersion": "1.8.0", "DatasetType": "raw",
+            "GeneratedBy": [{"Name": "emolib.synthetic.generate_studyforrest"}],
+        }, indent=2))
+        (bids / "participants.tsv").write_text(
+            "participant_id\n" + "".join(f"sub-{s}\n" for s in subjects))
+        (bids / "task-movie_bold.json").write_text(json.dumps(
+            {"TaskName": "movie", "RepetitionTime": timing.tr}, indent=2))
 
-    # signal
-    inside = np.flatnonzero(mask.ravel())
-    n_in = inside.size
-    region_w = np.stack([regions[c].ravel()[inside] for c in classes]).astype(np.float32)
-    phys_w = rng.normal(0, 1, (2, n_in)).astype(np.float32)
-    # one HRF-convolved regressor per class and run, scaled so that the largest response is 1
-    run_regs = [
-        _class_regressors(labels, classes, start + timing.tr * np.arange(n_vol), 2.0)
-        for start, n_vol in zip(timing.starts, timing.n_volumes, strict=True)
-    ]
-    peak = max(float(r.max()) for r in run_regs) or 1.0
-    run_regs = [(r / peak).astype(np.float32) for r in run_regs]
-    total = n_subjects * timing.n_runs
-    bar = tqdm(total=total, desc="generating BOLD runs", unit="run", disable=not progress)
-    for s_i, sub in enumerate(subjects):
-        base = np.full(n_in, 900.0, dtype=np.float32) * (
-            1 + 0.1 * rng.standard_normal(n_in).astype(np.float32))
-        gain = 0.0 if null else effect_size * float(rng.uniform(0.8, 1.2))
-        for run, start, n_vol, reg in zip(timing.runs, timing.starts, timing.n_volumes,
-                                          run_regs, strict=True):
-            t = start + timing.tr * np.arange(n_vol)
-            drift = np.cumsum(rng.normal(0, 0.0008, n_vol)).astype(np.float32)
-            drift += (0.003 * np.cos(np.pi * np.arange(n_vol) / n_vol)).astype(np.float32)
-            phys = np.stack([np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
-                             for f in (0.11, 0.23)]).astype(np.float32) * 0.004
-            ar = np.empty((n_vol, n_in), dtype=np.float32)
-            eps = rng.standard_normal((n_vol, n_in), dtype=np.float32) * np.float32(noise)
-            ar[0] = eps[0]
-            for k in range(1, n_vol):
-                ar[k] = 0.3 * ar[k - 1] + eps[k]
-            frac = 1 + gain * reg.T @ region_w + drift[:, None] + phys.T @ phys_w + ar
-            vols = np.zeros((n_vol, *shape), dtype=np.int16)
-            flat = vols.reshape(n_vol, -1)
-            flat[:, inside] = np.clip(np.rint(base * frac), 1, 32767).astype(np.int16)
-            outside = np.setdiff1d(np.arange(flat.shape[1]), inside)
-            flat[:, outside] = rng.integers(0, 20, (n_vol, outside.size), dtype=np.int16)
-            img = nib.Nifti1Image(np.moveaxis(vols, 0, -1), affine)
-            img.header.set_xyzt_units("mm", "sec")
-            img.header["pixdim"][4] = timing.tr
-            img.header.set_data_dtype(np.int16)
-            path = bold_path(bids, sub, run)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            nib.save(img, path)
-            bar.update()
-    bar.close()
-    truth = {
-        "parameters": params, "classes": list(classes), "subjects": list(subjects),
-        "region_centres": centres, "affine": affine.tolist(),
-        "annotations": str(out_dir / "annotations") if annotations_dir is None else str(ann_dir),
-        "note": "Each class drives an HRF-convolved (Glover) response of effect_size x baseline "
-                "in its region, from the consensus labels of the annotations "
-                f"({label_mode} mode); null=True plants nothing.",
-    }
-    (tmp / "truth" / "generation.json").write_text(json.dumps(truth, indent=2))
+        # signal
+        inside = np.flatnonzero(mask.ravel())
+        n_in = inside.size
+        region_w = np.stack([regions[c].ravel()[inside] for c in classes]).astype(np.float32)
+        phys_w = rng.normal(0, 1, (2, n_in)).astype(np.float32)
+        # one HRF-convolved regressor per class and run, scaled so that the largest response is 1
+        run_regs = [
+            _class_regressors(labels, classes, start + timing.tr * np.arange(n_vol), 2.0)
+            for start, n_vol in zip(timing.starts, timing.n_volumes, strict=True)
+        ]
+        peak = max(float(r.max()) for r in run_regs) or 1.0
+        run_regs = [(r / peak).astype(np.float32) for r in run_regs]
+        total = n_subjects * timing.n_runs
+        bar = tqdm(total=total, desc="generating BOLD runs", unit="run", disable=not progress)
+        for s_i, sub in enumerate(subjects):
+            base = np.full(n_in, 900.0, dtype=np.float32) * (
+                1 + 0.1 * rng.standard_normal(n_in).astype(np.float32))
+            gain = 0.0 if null else effect_size * float(rng.uniform(0.8, 1.2))
+            for run, start, n_vol, reg in zip(timing.runs, timing.starts, timing.n_volumes,
+                                              run_regs, strict=True):
+                t = start + timing.tr * np.arange(n_vol)
+                drift = np.cumsum(rng.normal(0, 0.0008, n_vol)).astype(np.float32)
+                drift += (0.003 * np.cos(np.pi * np.arange(n_vol) / n_vol)).astype(np.float32)
+                phys = np.stack([np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+                                 for f in (0.11, 0.23)]).astype(np.float32) * 0.004
+                ar = np.empty((n_vol, n_in), dtype=np.float32)
+                eps = rng.standard_normal((n_vol, n_in), dtype=np.float32) * np.float32(noise)
+                ar[0] = eps[0]
+                for k in range(1, n_vol):
+                    ar[k] = 0.3 * ar[k - 1] + eps[k]
+                frac = 1 + gain * reg.T @ region_w + drift[:, None] + phys.T @ phys_w + ar
+                vols = np.zeros((n_vol, *shape), dtype=np.int16)
+                flat = vols.reshape(n_vol, -1)
+                flat[:, inside] = np.clip(np.rint(base * frac), 1, 32767).astype(np.int16)
+                outside = np.setdiff1d(np.arange(flat.shape[1]), inside)
+                flat[:, outside] = rng.integers(0, 20, (n_vol, outside.size), dtype=np.int16)
+                img = nib.Nifti1Image(np.moveaxis(vols, 0, -1), affine)
+                img.header.set_xyzt_units("mm", "sec")
+                img.header["pixdim"][4] = timing.tr
+                img.header.set_data_dtype(np.int16)
+                path = bold_path(bids, sub, run)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                nib.save(img, path)
+                bar.update()
+        bar.close()
+        truth = {
+            "parameters": params, "classes": list(classes), "subjects": list(subjects),
+            "region_centres": centres, "affine": affine.tolist(),
+            "annotations": str(out_dir / "annotations") if annotations_dir is None else str(ann_dir),
+            "note": "Each class drives an HRF-convolved (Glover) response of effect_size x baseline "
+                    "in its region, from the consensus labels of the annotations "
+                    f"({label_mode} mode); null=True plants nothing.",
+        }
+        (tmp / "truth" / "generation.json").write_text(json.dumps(truth, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)

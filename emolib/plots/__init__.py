@@ -1,0 +1,66 @@
+"""Figure helpers. Each returns a matplotlib or plotly Figure and never calls ``show``.
+
+- :mod:`emolib.plots.labels`  labels over the movie, class counts, data-prep views
+- :func:`configure_plotly`    plotly output that renders offline in the book and in notebooks
+"""
+
+from __future__ import annotations
+
+import sys
+
+import plotly.io as pio
+from plotly.io._base_renderers import MimetypeRenderer
+
+RENDERER = "emolib"
+
+
+class OfflineHtmlRenderer(MimetypeRenderer):
+    """Plotly renderer for the book: a ``text/html`` div without plotly.js or MathJax.
+
+    The book loads ``plotly.min.js`` once from ``_static`` (see ``_config.yml``), so no page
+    asks a CDN for anything. The bundle also carries the plotly JSON mime type, which
+    JupyterLab and VS Code render natively; Jupyter Book keeps the ``text/html`` part.
+    """
+
+    def to_mimebundle(self, fig_dict):
+        from plotly.io import to_html, to_json
+
+        import json
+
+        html = to_html(
+            fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
+            default_width="100%", default_height=480, validate=False,
+        )
+        return {
+            "application/vnd.plotly.v1+json": json.loads(to_json(fig_dict, validate=False)),
+            "text/html": html,
+        }
+
+
+def configure_plotly() -> str:
+    """Make plotly figures render offline wherever the notebook runs.
+
+    In Colab the ``colab`` renderer is used (it loads plotly.js there); everywhere else the
+    :class:`OfflineHtmlRenderer`. Returns the name of the renderer set as default.
+    """
+    if "google.colab" in sys.modules:
+        pio.renderers.default = "colab"
+    else:
+        pio.renderers[RENDERER] = OfflineHtmlRenderer()
+        pio.renderers.default = RENDERER
+    return pio.renderers.default
+
+
+from emolib.plots.labels import (  # noqa: E402
+    class_palette,
+    plot_class_counts,
+    plot_label_status,
+    plot_label_timeline,
+    plot_labels_by_run,
+    plot_mean_epis,
+)
+
+__all__ = [
+    "OfflineHtmlRenderer", "class_palette", "configure_plotly", "plot_class_counts",
+    "plot_label_status", "plot_label_timeline", "plot_labels_by_run", "plot_mean_epis",
+]

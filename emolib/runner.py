@@ -1,0 +1,194 @@
+"""Run the book's notebooks headless with papermill, then render the book.
+
+Two stages, as in Project Pythia and NCAR CUPiD: papermill executes each jupytext notebook of
+``notebooks/`` with a profile's parameters and writes the executed ``.ipynb`` into ``book/``;
+Jupyter Book only renders them (``execute_notebooks: off``). Any error stops the run and names
+the notebook and the cell that failed.
+
+Usage::
+
+    python -m emolib.runner --profile demo            # execute every notebook, build the book
+    python -m emolib.runner --profile smoke --no-build
+    python -m emolib.runner --profile demo --only 01_dataprep
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill as pm
+import yaml
+
+from emolib.paths import REPO_ROOT
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BOOK_DIR = REPO_ROOT / "book"
+PROFILES_DIR = REPO_ROOT / "profiles"
+KERNEL = "python3"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook and the cell."""
+
+
+def load_profile(profile: str | Path) -> dict:
+    """Read a profile: a name in ``profiles/`` or a path to a YAML file.
+
+    A profile has ``common`` parameters (given to every notebook) and a ``notebooks`` mapping
+    of notebook name -> its own parameters; only the notebooks it lists are run.
+    """
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(PROFILES_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"profile {profile!r} not found (known: {known})")
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec.get("notebooks"), dict) or not spec["notebooks"]:
+        raise ValueError(f"{path}: a profile needs a non-empty 'notebooks' mapping")
+    spec.setdefault("common", {})
+    spec.setdefault("name", path.stem)
+    return spec
+
+
+def notebook_parameters(spec: dict, name: str) -> dict:
+    """Parameters of one notebook under a profile: common ones, then its own."""
+    return {**spec["common"], **(spec["notebooks"].get(name) or {})}
+
+
+def to_ipynb(source: Path) -> nbformat.NotebookNode:
+    """Read a jupytext ``.py`` notebook with the kernelspec papermill needs."""
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    return nb
+
+
+def execute_notebook(
+    name: str, parameters: dict, output_dir: Path = BOOK_DIR, progress: bool = True,
+    timeout: int | None = None,
+) -> Path:
+    """Execute ``notebooks/<name>.py`` with ``parameters`` into ``<output_dir>/<name>.ipynb``.
+
+    Raises
+    ------
+    NotebookFailed
+        If a cell raises, naming the notebook, the cell's number and the error.
+    """
+    source = NOTEBOOKS_DIR / f"{name}.py"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} does not exist")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir / f"{name}.ipynb"
+    tmp_in = output_dir / f".{name}.input.ipynb"
+    nbformat.write(to_ipynb(source), tmp_in)
+    try:
+        pm.execute_notebook(
+            str(tmp_in), str(out), parameters=parameters, kernel_name=KERNEL,
+            progress_bar=progress, cwd=str(REPO_ROOT), execution_timeout=timeout,
+        )
+    except pm.PapermillExecutionError as err:
+        raise NotebookFailed(
+            f"{source.relative_to(REPO_ROOT)} failed in cell {err.exec_count} "
+            f"(cell index {err.cell_index}): {err.ename}: {err.evalue}\n"
+            f"The executed notebook with the traceback is {out}"
+        ) from None
+    finally:
+        tmp_in.unlink(missing_ok=True)
+    return out
+
+
+def stage_static_assets(book_dir: Path = BOOK_DIR) -> None:
+    """Copy plotly.js and MathJax from their Python packages into ``book/_static``.
+
+    The book then loads them from its own pages: nothing is fetched from a CDN.
+    """
+    import mathjax
+    import plotly
+
+    static = book_dir / "_static"
+    static.mkdir(exist_ok=True)
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    shutil.copy2(plotly_js, static / "plotly.min.js")
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    dest = static / "mathjax"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir()
+    shutil.copy2(es5 / "tex-mml-chtml.js", dest / "tex-mml-chtml.js")
+    for sub in ("output/chtml/fonts/woff-v2", "a11y", "ui", "input/tex/extensions"):
+        if (es5 / sub).is_dir():
+            shutil.copytree(es5 / sub, dest / sub)
+
+
+def build_book(warnings_as_errors: bool = True) -> Path:
+    """Render ``book/`` with Jupyter Book (config and toc at the repository root)."""
+    stage_static_assets()
+    cmd = [
+        str(Path(sys.executable).with_name("jupyter-book")), "build", str(BOOK_DIR),
+        "--config", str(REPO_ROOT / "_config.yml"), "--toc", str(REPO_ROOT / "_toc.yml"),
+        "--path-output", str(BOOK_DIR), "--all",
+    ]
+    if warnings_as_errors:
+        cmd += ["-W", "--keep-going"]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    index = BOOK_DIR / "_build" / "html" / "index.html"
+    print(f"Book built: {index}", flush=True)
+    return index
+
+
+def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
+                progress: bool = True) -> None:
+    """Execute the notebooks of a profile in order, then build the book."""
+    spec = load_profile(profile)
+    names = [n for n in spec["notebooks"] if only is None or n in only]
+    missing = [n for n in (only or []) if n not in spec["notebooks"]]
+    if missing:
+        raise ValueError(f"profile {spec['name']!r} has no notebook(s) {missing}")
+    total = time.perf_counter()
+    for i, name in enumerate(names, start=1):
+        print(f"[{i}/{len(names)}] {name} (profile {spec['name']})", flush=True)
+        t0 = time.perf_counter()
+        execute_notebook(name, notebook_parameters(spec, name), progress=progress)
+        print(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    if build:
+        t0 = time.perf_counter()
+        build_book()
+        print(f"book rendered in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"total {time.perf_counter() - total:.0f} s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="demo", help="profile name or YAML path")
+    parser.add_argument("--only", nargs="+", help="run only these notebooks")
+    parser.add_argument("--no-build", action="store_true", help="execute, do not render")
+    parser.add_argument("--build-only", action="store_true", help="render, do not execute")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    try:
+        if args.build_only:
+            build_book()
+        else:
+            run_profile(args.profile, args.only, build=not args.no_build,
+                        progress=not args.no_progress)
+    except NotebookFailed as err:
+        print(f"\nFAILED: {err}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as err:
+        print(f"\nFAILED: the book build exited with status {err.returncode}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

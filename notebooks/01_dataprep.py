@@ -1,0 +1,236 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Data preparation: labelled BOLD volumes
+#
+# This chapter turns the movie session of StudyForrest (OpenNeuro ds000113, `ses-movie`) and
+# the portrayed-emotion annotations of Labs et al. (2015) into labelled, z-scored BOLD volumes
+# that the later chapters train on and probe. It shows every decision on the way: how observers'
+# annotations become one label per 2-second step of the movie, which steps are dropped and why,
+# how movie time maps onto the eight overlapping runs, and what the inputs looked like.
+#
+# The parameters below are the defaults; the book runs this notebook with a profile's values
+# (`profiles/*.yaml`), which appear in the cell after them.
+
+# %% tags=["parameters"]
+from typing import Optional
+
+profile: str = "demo"  # run profile, names the folder <data_dir>/derived/<profile>/01_dataprep
+data_dir: Optional[str] = None  # data folder; None means $EMOLIB_DATA, else data/ in the repository
+source: str = "synthetic"  # synthetic generates a ds000113-shaped dataset; bids reads bids_dir
+bids_dir: Optional[str] = None  # root of the real ds000113, for source bids
+annotations_dir: Optional[str] = None  # None uses the real Labs et al. files when shared/ is beside the repo, else generated ones
+annotation_pattern: str = "av1o*.csv"  # audio-visual observers; ao1o*.csv for the audio-only ones
+n_subjects: int = 3  # generated subjects, synthetic only
+grid: list = [24, 24, 12]  # generated voxel grid, synthetic only; the real one is 80 x 80 x 35
+run_starts: Optional[list] = None  # movie time of each run's first volume; None means the real segment starts
+volumes_per_run: Optional[list] = None  # None means the real run lengths, 451 441 438 488 462 439 542 338
+effect_size: float = 0.02  # planted response as a fraction of baseline, synthetic only
+null: bool = False  # plant nothing and make a null dataset, synthetic only
+label_mode: str = "seed"  # consensus rule used downstream: seed is the original, category is ours
+min_observers: Optional[int] = None  # agreement threshold; None means half the observers, rounded up
+hrf_lag: float = 4.0  # seconds between what is on screen and the volume that reflects it
+min_count: int = 70  # classes with fewer kept steps are dropped; the original used 70
+n_per_class: int = 70  # steps sampled per class; the original used 70
+keep: str = "selected"  # volumes cached: selected, labelled or all
+mask: Optional[str] = None  # None z-scores whole volumes as the original; epi or a mask NIfTI path
+seed: int = 0  # seed of the class balancing and of the generated data
+progress: bool = True  # show progress bars
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from emolib import labels as lab
+from emolib.annotations import read_observers
+from emolib.dataprep import prepare_dataset, summarize_inputs
+from emolib.paths import get_derived_dir
+from emolib.plots import (
+    configure_plotly,
+    plot_class_counts,
+    plot_label_status,
+    plot_label_timeline,
+    plot_labels_by_run,
+    plot_mean_epis,
+)
+from emolib.sources import obtain_dataset
+from emolib.timing import STUDYFORREST, RunTiming
+
+configure_plotly()
+pd.set_option("display.max_columns", 20)
+timing = RunTiming(
+    tuple(run_starts or STUDYFORREST.starts),
+    tuple(volumes_per_run or STUDYFORREST.n_volumes),
+    STUDYFORREST.tr,
+)
+src = obtain_dataset(
+    source, profile, data_dir=data_dir, bids_dir=bids_dir, annotations_dir=annotations_dir,
+    annotation_pattern=annotation_pattern, timing=timing, progress=progress,
+    n_subjects=n_subjects, shape=tuple(grid), effect_size=effect_size, null=null, seed=seed,
+)
+display(Markdown(
+    f"**Inputs.** BIDS tree: `{src.bids_dir}` "
+    f"({'generated, ' + ('null' if null else 'planted signal') if src.truth_dir else 'real data'}). "
+    f"Annotations: `{src.annotations_dir}` "
+    f"({'the real Labs et al. files' if src.annotations_real else 'generated in the same format'})."
+))
+
+# %% [markdown]
+# ## The annotations
+#
+# Each observer marked episodes of portrayed emotion with a start and end in movie time, the
+# character, arousal, valence, direction and zero or more of 22 emotion categories. The reader
+# (`emolib.annotations.read_observers`) checks every row (columns, times, the vocabularies of
+# every field) and names the file and line of anything malformed.
+
+# %%
+annotations = read_observers(src.annotations_dir, annotation_pattern)
+per_obs = annotations.groupby("observer").agg(
+    rows=("row", "size"),
+    with_emotion=("emotion", lambda e: int((e != "").sum())),
+    multi_label=("emotion", lambda e: int(e.str.contains(" ").sum())),
+    first_s=("start", "min"),
+    last_s=("end", "max"),
+)
+per_obs
+
+# %% [markdown]
+# ## From annotations to one label per 2-second step
+#
+# **Seed mode** is the original project's rule, kept exactly: on the 2-s grid an annotation
+# covers steps $\lfloor \text{start}/2 \rfloor$ to $\lceil \text{end}/2 \rceil - 1$; rows
+# without an emotion are dropped; a later row of the same observer overwrites an earlier one;
+# the label is the whole emotion string (so "LOVE HAPPINESS" is a label of its own); a step is
+# kept when at least $\lceil n_\text{observers}/2 \rceil$ observers give the same string.
+#
+# **Category mode** is ours: each observer endorses every category that any of their rows
+# covering the step names (co-occurring episodes of different characters no longer erase each
+# other, and "LOVE HAPPINESS" counts for both); the label is the category most observers
+# endorse, kept at the same threshold; a tie at the top leaves the step *ambiguous* and
+# unlabelled instead of breaking it arbitrarily.
+
+# %%
+tables = {
+    mode: lab.consensus_labels(annotations, tr=2.0, min_observers=min_observers, mode=mode)
+    for mode in ("seed", "category")
+}
+labels = tables[label_mode]
+selected = lab.select_classes(labels, min_count=min_count, n_per_class=n_per_class, seed=seed)
+classes = sorted(selected["label"].unique())
+summary = pd.DataFrame({
+    mode: {
+        "grid steps": len(t),
+        "kept steps": int(t["label"].notna().sum()),
+        "distinct labels": int(t["label"].nunique()),
+        f"classes with >= {min_count} steps": int((lab.class_counts(t) >= min_count).sum()),
+    }
+    for mode, t in tables.items()
+})
+summary
+
+# %%
+plot_label_timeline(labels, classes, timing,
+                    title=f"Consensus labels over the movie ({label_mode} mode); runs shaded")
+
+# %%
+plot_class_counts(tables, min_count=min_count)
+
+# %% [markdown]
+# What was dropped, and why: a step is *unannotated* when no observer marked an emotion there,
+# *no majority* when fewer than the threshold agree, and (category mode only) *ambiguous* when
+# two categories tie at the top.
+
+# %%
+fig = plot_label_status(tables)
+plt.show()
+
+# %%
+counts = pd.DataFrame({m: lab.class_counts(t) for m, t in tables.items()}).fillna(0).astype(int)
+display(Markdown(
+    f"Classes used downstream ({label_mode} mode, at least {min_count} kept steps, each sampled "
+    f"down to {n_per_class}): **{', '.join(classes)}**."
+))
+counts.head(12)
+
+# %% [markdown]
+# ## Movie time, runs and the hemodynamic lag
+#
+# The movie was shown in eight segments, one per run, each starting about 16 s before the
+# previous one ended. Volume $v$ of run $r$ was acquired at movie time
+# $\text{start}_r + 2v$; it reflects what was on screen `hrf_lag` seconds earlier, so its label
+# is read at that *stimulus time*. A moment inside an overlap was seen in two runs: both volumes
+# are kept, and the sample table records the other run (`overlap_run`) so that the training
+# splits can keep such twins on the same side.
+
+# %%
+overlaps = pd.DataFrame(timing.overlaps(), columns=["run", "next run", "overlap (s)"])
+overlaps
+
+# %%
+out_dir = get_derived_dir("01_dataprep", profile, data_dir)
+prepared = prepare_dataset(
+    src.bids_dir, src.annotations_dir, out_dir, annotation_pattern=annotation_pattern,
+    timing=timing, label_mode=label_mode, min_observers=min_observers, hrf_lag=hrf_lag,
+    min_count=min_count, n_per_class=n_per_class, keep=keep, mask=mask, seed=seed,
+    progress=progress,
+)
+samples = prepared.samples
+display(Markdown(
+    f"Prepared **{len(samples)}** volumes of {samples['subject'].nunique()} subjects, grid "
+    f"{prepared.volumes.shape[1:]}, into `{prepared.folder}`; "
+    f"{int((samples['overlap_run'] > 0).sum())} of them fall in a run overlap."
+))
+samples.head()
+
+# %%
+fig = plot_labels_by_run(samples)
+plt.show()
+
+# %%
+pd.crosstab(samples["subject"], samples["label"], margins=True)
+
+# %% [markdown]
+# ## The inputs
+#
+# Every BOLD file was checked before any heavy work: readable gzip, a 4D image, TR = 2 s in
+# the header, the same grid and affine in every run, the run length the timing expects, and
+# finite values. Their SHA-256 hashes go into the stage's manifest.
+
+# %%
+inputs = summarize_inputs(prepared)
+inputs["kind"] = inputs["file"].map(lambda f: "BOLD" if f.endswith(".nii.gz") else "annotation")
+inputs.groupby("kind").agg(files=("file", "size"), example=("file", "first"))
+
+# %%
+subs = sorted(samples["subject"].unique())
+fig = plot_mean_epis({s: prepared.mean_image(s) for s in subs[:3]})
+plt.show()
+
+# %% [markdown]
+# ## Manifest
+#
+# Later stages read only what this stage wrote; the manifest records how it was made.
+
+# %%
+manifest = prepared.manifest
+pd.Series({
+    "stage": manifest["stage"],
+    "samples": manifest["outputs"]["n_samples"],
+    "classes": ", ".join(manifest["outputs"]["classes"]),
+    "kept steps": manifest["outputs"]["kept_steps"],
+    "input files": len(manifest["inputs"]),
+    "numpy": manifest["versions"]["numpy"],
+    "nibabel": manifest["versions"]["nibabel"],
+}).to_frame("value")

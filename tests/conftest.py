@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny NIfTI images and tiny generated datasets (offline, seeded)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from emolib.paths import SHARED_ANNOTATIONS_DIR
+from emolib.synthetic.forrest import affine_for, generate_studyforrest
+from emolib.timing import RunTiming
+
+#: A tiny movie: 3 runs of 60 volumes that overlap by 8 s, like the real 16-s overlaps.
+TINY_TIMING = RunTiming(starts=(0.0, 112.0, 224.0), n_volumes=(60, 60, 60), tr=2.0)
+
+
+@pytest.fixture(scope="session")
+def real_annotations_dir():
+    """The real Labs et al. annotation files (skip if shared/ is not beside the repo)."""
+    if not SHARED_ANNOTATIONS_DIR.is_dir():
+        pytest.skip("shared/ with the real annotation files is not beside the repository")
+    return SHARED_ANNOTATIONS_DIR
+
+
+def write_bold(path, data, tr=2.0, affine=None, dtype=None):
+    """Write a 4D (or 3D) NIfTI image with ``tr`` in the header."""
+    data = np.asarray(data)
+    affine = affine_for(data.shape[:3]) if affine is None else affine
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    if data.ndim == 4:
+        img.header["pixdim"][4] = tr
+    if dtype is not None:
+        img.header.set_data_dtype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, path)
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A generated dataset: 2 subjects, 3 short overlapping runs, 12 x 12 x 10 voxels.
+
+    Its annotations are generated (5 classes) so that it does not depend on shared/.
+    """
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    generate_studyforrest(out, n_subjects=2, shape=(12, 12, 10), timing=TINY_TIMING,
+                          effect_size=0.05, seed=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_null_dataset(tmp_path_factory):
+    """As :func:`tiny_dataset` with nothing planted."""
+    out = tmp_path_factory.mktemp("data") / "tiny_null"
+    generate_studyforrest(out, n_subjects=2, shape=(12, 12, 10), timing=TINY_TIMING,
+                          effect_size=0.05, null=True, seed=1, progress=False)
+    return out

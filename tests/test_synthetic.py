@@ -1,0 +1,130 @@
+import hashlib
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from emolib.annotations import read_observers
+from emolib.bids import STUDYFORREST_SUBJECTS, find_runs, read_run_info
+from emolib.labels import consensus_labels
+from emolib.synthetic import generate_annotations, generate_studyforrest, read_truth
+from emolib.synthetic.forrest import VOXEL_SIZE
+from tests.conftest import TINY_TIMING
+
+
+def test_layout_and_headers(tiny_dataset):
+    bids = tiny_dataset / "ds000113"
+    runs = find_runs(bids)
+    assert sorted(runs["subject"].unique()) == list(STUDYFORREST_SUBJECTS[:2])
+    assert sorted(runs["run"].unique()) == [1, 2, 3]
+    for path, run in zip(runs["path"], runs["run"], strict=True):
+        img = nib.load(path)
+        assert img.shape == (12, 12, 10, TINY_TIMING.n_volumes[run - 1])
+        assert img.get_data_dtype() == np.int16
+        assert img.header.get_zooms() == (*VOXEL_SIZE, 2.0)
+        assert img.header.get_xyzt_units() == ("mm", "sec")
+        assert read_run_info(path).tr == 2.0
+    meta = json.loads((bids / "task-movie_bold.json").read_text())
+    assert meta["RepetitionTime"] == 2.0
+    # the truth lives beside the BIDS tree, never inside it
+    assert not list(bids.rglob("*mask*")) and not list(bids.rglob("generation.json"))
+    assert (tiny_dataset / "truth" / "generation.json").is_file()
+
+
+def test_truth_regions(tiny_dataset):
+    truth = read_truth(tiny_dataset)
+    assert truth["classes"] == ["ANGERRAGE", "FEAR", "HAPPINESS", "LOVE", "SADNESS"]
+    regions = np.stack(list(truth["regions"].values()))
+    assert regions.any(axis=(1, 2, 3)).all()
+    assert (regions.sum(axis=0) <= 1).all()  # regions do not overlap
+    assert (regions.any(axis=0) <= truth["brain_mask"]).all()
+    assert truth["timing"] == TINY_TIMING
+
+
+def region_contrast(dataset, cls):
+    """Mean z-scored region signal at volumes whose label is `cls` minus elsewhere."""
+    truth = read_truth(dataset)
+    ann = read_observers(tiny_annotations(dataset))
+    labels = consensus_labels(ann)
+    region = truth["regions"][cls]
+    diffs = []
+    for path, run in zip(*find_runs(dataset / "ds000113").pipe(
+            lambda t: (t["path"], t["run"])), strict=True):
+        data = np.asanyarray(nib.load(path).dataobj).astype(float)
+        ts = data[region].mean(axis=0)
+        ts = (ts - ts.mean()) / ts.std()
+        vt = TINY_TIMING.volume_table(hrf_lag=4.0)
+        vt = vt[vt["run"] == run]
+        lab = labels.set_index("tr")["label"].reindex(vt["label_tr"]).to_numpy()
+        on = (pd.array(lab, dtype="string") == cls).fillna(False).to_numpy(dtype=bool)
+        if on.any() and (~on).any():
+            diffs.append(ts[on].mean() - ts[~on].mean())
+    return float(np.mean(diffs)) if diffs else np.nan
+
+
+def tiny_annotations(dataset):
+    return dataset / "annotations"
+
+
+def test_planted_signal_is_there_and_null_has_none(tiny_dataset, tiny_null_dataset):
+    truth = read_truth(tiny_dataset)
+    planted = np.array([region_contrast(tiny_dataset, c) for c in truth["classes"]])
+    null = np.array([region_contrast(tiny_null_dataset, c) for c in truth["classes"]])
+    assert np.isfinite(planted).sum() >= 4  # nearly every class occurs in the tiny movie
+    planted, null = planted[np.isfinite(planted)], null[np.isfinite(null)]
+    assert np.mean(planted) > 0.5
+    assert abs(np.mean(null)) < 0.3
+    assert np.mean(planted) > np.mean(null) + 0.5
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    kw = {"n_subjects": 1, "shape": (12, 12, 10), "timing": TINY_TIMING, "progress": False}
+    a = generate_studyforrest(tmp_path / "a", seed=5, **kw)
+    b = generate_studyforrest(tmp_path / "b", seed=5, **kw)
+    c = generate_studyforrest(tmp_path / "c", seed=6, **kw)
+
+    def digest(root):
+        files = sorted((root / "ds000113").rglob("*.nii.gz"))
+        return [hashlib.sha256(np.asanyarray(nib.load(f).dataobj).tobytes()).hexdigest()
+                for f in files]
+
+    assert digest(a) == digest(b)
+    assert digest(a) != digest(c)
+
+
+def test_reuse_and_parameter_mismatch(tmp_path):
+    kw = {"n_subjects": 1, "shape": (12, 12, 10), "timing": TINY_TIMING, "progress": False}
+    out = generate_studyforrest(tmp_path / "d", **kw)
+    stamp = (out / "truth" / "generation.json").stat().st_mtime_ns
+    generate_studyforrest(tmp_path / "d", **kw)  # same parameters: reused, not rewritten
+    assert (out / "truth" / "generation.json").stat().st_mtime_ns == stamp
+    with pytest.raises(FileExistsError, match="other parameters"):
+        generate_studyforrest(tmp_path / "d", **{**kw, "n_subjects": 2})
+    assert not (tmp_path / "d.partial").exists()
+
+
+def test_real_annotations_drive_the_labels(tmp_path, real_annotations_dir):
+    out = generate_studyforrest(tmp_path / "r", n_subjects=1, shape=(16, 16, 8),
+                                annotations_dir=real_annotations_dir, progress=False)
+    truth = read_truth(out)
+    assert truth["classes"] == ["ANGERRAGE", "FEAR", "HAPPINESS", "LOVE", "SADNESS"]
+    assert not (out / "annotations").exists()
+    assert nib.load(find_runs(out / "ds000113")["path"][7]).shape[3] == 338
+
+
+def test_generated_annotations_pass_the_reader(tmp_path):
+    paths = generate_annotations(tmp_path, duration=600, n_observers=4, seed=2)
+    assert [p.name for p in paths] == [f"av1o0{i}.csv" for i in range(1, 5)]
+    df = read_observers(tmp_path)
+    assert df["observer"].nunique() == 4
+    assert (df["end"] <= 600 + 10).all()
+    assert set(df["emotion"]) - {""} <= {"ANGERRAGE", "FEAR", "HAPPINESS", "LOVE", "SADNESS"}
+
+
+def test_too_small_grid_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="cannot place"):
+        generate_studyforrest(tmp_path / "s", n_subjects=1, shape=(5, 5, 4), timing=TINY_TIMING,
+                              region_radius=3, progress=False)
+    assert not (tmp_path / "s").exists()
