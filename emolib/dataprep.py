@@ -331,7 +331,14 @@ def prepare_dataset(
         for f in sorted(annotations_dir.glob(annotation_pattern)):
             hashes[str(f)] = sha256_bytes(f.read_bytes())
         counts = samples[samples["selected"]].groupby("label").size().to_dict()
+        run_rows = [{"subject": sub, "run": run, "file": info.path.name,
+                     "grid": "x".join(map(str, info.shape[:3])), "volumes": info.shape[3],
+                     "tr_s": info.tr, "dtype": str(info.dtype),
+                     "voxel_mm": "x".join(f"{z:g}" for z in
+                                          np.sqrt((info.affine[:3, :3] ** 2).sum(axis=0)))}
+                    for sub, run, info in jobs]
         write_manifest(tmp, STAGE, params, inputs=hashes, outputs={
+            "runs": run_rows,
             "n_samples": len(samples), "shape": list(shape), "affine": affine,
             "classes": class_list, "subjects": subs, "samples_per_class": counts,
             "kept_steps": int(labels["label"].notna().sum()),
@@ -371,10 +378,15 @@ def timing_from_dict(spec: dict | None) -> RunTiming:
 
 
 def summarize_inputs(prepared: PreparedData) -> pd.DataFrame:
-    """One row per input file of a prepared dataset, with its hash (for the chapter)."""
-    rows = [{"file": Path(p).name, "folder": str(Path(p).parent), "sha256": h[:12]}
-            for p, h in prepared.manifest["inputs"].items()]
-    return pd.DataFrame(rows)
+    """One row per BOLD run of a prepared dataset: what its header said, and its hash.
+
+    Every run listed passed the checks of :mod:`emolib.bids` (readable, 4D, TR, grid and
+    affine shared by all runs, run length as the timing says, finite values).
+    """
+    runs = pd.DataFrame(prepared.manifest["outputs"]["runs"])
+    digests = {Path(p).name: h for p, h in prepared.manifest["inputs"].items()}
+    runs["sha256"] = runs["file"].map(lambda f: digests[f][:12])
+    return runs
 
 
 __all__ = [

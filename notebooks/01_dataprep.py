@@ -158,6 +158,7 @@ plt.show()
 
 # %%
 counts = pd.DataFrame({m: lab.class_counts(t) for m, t in tables.items()}).fillna(0).astype(int)
+counts = counts.sort_values(list(tables), ascending=False)
 display(Markdown(
     f"Classes used downstream ({label_mode} mode, at least {min_count} kept steps, each sampled "
     f"down to {n_per_class}): **{', '.join(classes)}**."
@@ -176,7 +177,7 @@ counts.head(12)
 
 # %%
 overlaps = pd.DataFrame(timing.overlaps(), columns=["run", "next run", "overlap (s)"])
-overlaps
+overlaps.style.hide(axis="index").format({"overlap (s)": "{:.2f}"})
 
 # %%
 out_dir = get_derived_dir("01_dataprep", profile, data_dir)
@@ -210,8 +211,16 @@ pd.crosstab(samples["subject"], samples["label"], margins=True)
 
 # %%
 inputs = summarize_inputs(prepared)
-inputs["kind"] = inputs["file"].map(lambda f: "BOLD" if f.endswith(".nii.gz") else "annotation")
-inputs.groupby("kind").agg(files=("file", "size"), example=("file", "first"))
+display(Markdown(
+    f"{len(inputs)} BOLD runs of {inputs['subject'].nunique()} subjects passed every check, "
+    f"plus {len(prepared.manifest['inputs']) - len(inputs)} annotation files."
+))
+inputs.pivot_table(index="subject", columns="run", values="volumes").assign(
+    grid=inputs.groupby("subject")["grid"].first(),
+    voxel_mm=inputs.groupby("subject")["voxel_mm"].first(),
+    tr_s=inputs.groupby("subject")["tr_s"].first(),
+    dtype=inputs.groupby("subject")["dtype"].first(),
+)
 
 # %%
 subs = sorted(samples["subject"].unique())
