@@ -1,6 +1,7 @@
 """Figure helpers. Each returns a matplotlib or plotly Figure and never calls ``show``.
 
 - :mod:`emolib.plots.labels`  labels over the movie, class counts, data-prep views
+- :mod:`emolib.plots.rsa`     layer x ROI heatmaps, system bars, hierarchy, radar, 3D surface
 - :func:`configure_plotly`    plotly output that renders offline in the book and in notebooks
 """
 
@@ -23,9 +24,9 @@ class OfflineHtmlRenderer(MimetypeRenderer):
     """
 
     def to_mimebundle(self, fig_dict):
-        from plotly.io import to_html, to_json
-
         import json
+
+        from plotly.io import to_html, to_json
 
         html = to_html(
             fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
@@ -59,8 +60,18 @@ from emolib.plots.labels import (  # noqa: E402
     plot_labels_by_run,
     plot_mean_epis,
 )
+from emolib.plots.rsa import (  # noqa: E402
+    plot_hierarchy_alignment,
+    plot_joint_heatmap,
+    plot_radar,
+    plot_roi_layer_heatmaps,
+    plot_rsa_surface,
+    plot_system_bars,
+)
 
 __all__ = [
     "OfflineHtmlRenderer", "class_palette", "configure_plotly", "plot_class_counts",
-    "plot_label_status", "plot_label_timeline", "plot_labels_by_run", "plot_mean_epis",
+    "plot_hierarchy_alignment", "plot_joint_heatmap", "plot_label_status",
+    "plot_label_timeline", "plot_labels_by_run", "plot_mean_epis", "plot_radar",
+    "plot_roi_layer_heatmaps", "plot_rsa_surface", "plot_system_bars",
 ]

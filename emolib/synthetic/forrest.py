@@ -289,7 +289,8 @@ def generate_studyforrest(
         affine = affine_for(shape)
         mask = brain_mask(shape)
         regions, centres = plant_regions(mask, classes, region_radius, rng)
-        nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp / "truth" / "brain_mask.nii.gz")
+        nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine),
+                 tmp / "truth" / "brain_mask.nii.gz")
         for c, region in regions.items():
             nib.save(nib.Nifti1Image(region.astype(np.uint8), affine),
                      tmp / "truth" / f"region-{c}_mask.nii.gz")
@@ -322,7 +323,7 @@ def generate_studyforrest(
         run_regs = [(r / peak).astype(np.float32) for r in run_regs]
         total = n_subjects * timing.n_runs
         bar = tqdm(total=total, desc="generating BOLD runs", unit="run", disable=not progress)
-        for s_i, sub in enumerate(subjects):
+        for sub in subjects:
             base = np.full(n_in, 900.0, dtype=np.float32) * (
                 1 + 0.1 * rng.standard_normal(n_in).astype(np.float32))
             gain = 0.0 if null else effect_size * float(rng.uniform(0.8, 1.2))
@@ -356,9 +357,10 @@ def generate_studyforrest(
         truth = {
             "parameters": params, "classes": list(classes), "subjects": list(subjects),
             "region_centres": centres, "affine": affine.tolist(),
-            "annotations": str(out_dir / "annotations") if annotations_dir is None else str(ann_dir),
-            "note": "Each class drives an HRF-convolved (Glover) response of effect_size x baseline "
-                    "in its region, from the consensus labels of the annotations "
+            "annotations": str(out_dir / "annotations") if annotations_dir is None
+            else str(ann_dir),
+            "note": "Each class drives an HRF-convolved (Glover) response of effect_size x "
+                    "baseline in its region, from the consensus labels of the annotations "
                     f"({label_mode} mode); null=True plants nothing.",
         }
         (tmp / "truth" / "generation.json").write_text(json.dumps(truth, indent=2))

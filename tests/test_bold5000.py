@@ -1,0 +1,218 @@
+"""BOLD5000 RDM files: the generator, both readers and writers, bad files, ResNet-50 RDMs."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rsatoolbox.rdm import RDMs, compare, load_rdm
+
+from emolib import bold5000, rsa
+from emolib.errors import InputDataError
+from emolib.synthetic.bold5000 import (
+    PLANTED_WEIGHTS,
+    generate_bold5000,
+    make_image_ids,
+    read_bold5000_truth,
+    simulate_bold5000_rdms,
+)
+
+
+def _small_rdms(n=6, names=("LHLOC", "RHPPA"), subject="CSI2"):
+    rng = np.random.default_rng(0)
+    ids = [f"COCO_train2014_{k:012d}.jpg" for k in range(n)]
+    return RDMs(rng.random((len(names), n * (n - 1) // 2)), dissimilarity_measure="correlation",
+                rdm_descriptors={"roi": list(names), "subject": [subject] * len(names)},
+                pattern_descriptors={"id": ids})
+
+
+@pytest.mark.parametrize("layout", ["plain", "rsatoolbox"])
+def test_generated_files_read_back(tmp_path, layout):
+    paths = generate_bold5000(tmp_path, n_images=14, seed=3, layout=layout)
+    sim = simulate_bold5000_rdms(14, seed=3)
+    data = bold5000.load_bold5000(tmp_path)
+    assert data.subjects == ["CSI1", "CSI2", "CSI3"]
+    assert data.layers.rdm_descriptors["layer"] == list(bold5000.LAYERS)
+    np.testing.assert_array_equal(data.layers.dissimilarities, sim.layers.dissimilarities)
+    orders = [list(data.layers.pattern_descriptors["id"])]
+    for subject, rdms in data.rois.items():
+        assert rdms.rdm_descriptors["roi"] == list(bold5000.ROIS)
+        assert set(rdms.rdm_descriptors["subject"]) == {subject}
+        np.testing.assert_array_equal(rdms.dissimilarities, sim.rois[subject].dissimilarities)
+        orders.append(list(rdms.pattern_descriptors["id"]))
+    assert all(sorted(o) == sorted(orders[0]) for o in orders)
+    assert len({tuple(o) for o in orders}) == 4  # every file has its own image order
+    if layout == "rsatoolbox":  # rsatoolbox reads our files itself
+        ref = load_rdm(str(paths["CSI1"]), file_type="hdf5")
+        np.testing.assert_array_equal(ref.dissimilarities, data.rois["CSI1"].dissimilarities)
+    else:
+        with h5py.File(paths["CSI1"]) as f:
+            assert f.attrs["subject"] == "CSI1"
+            assert f["LHEarlyVis"].shape == (14 * 13 // 2,)
+            assert len(f[bold5000.IDS_DATASET]) == 14
+
+
+def test_truth_json_sits_beside_the_files(tmp_path):
+    paths = generate_bold5000(tmp_path, n_images=10, seed=0)
+    truth = json.loads(paths["truth"].read_text())
+    assert read_bold5000_truth(tmp_path) == truth
+    assert paths["truth"].parent == tmp_path
+    assert truth["best_layer"]["LHEarlyVis"] == "conv1"
+    assert truth["best_layer"]["RHLOC"] == "layer2"
+    assert truth["best_layer"]["LHOPA"] == "layer3"
+    assert truth["best_layer"]["RHPPA"] == truth["best_layer"]["LHRSC"] == "layer4"
+    assert truth["weights"]["LHPPA"]["layer4"] == PLANTED_WEIGHTS["PPA"][4]
+    for p in tmp_path.glob("*.h5"):
+        with h5py.File(p) as f:
+            assert "truth" not in f and "weights" not in f.attrs
+    null = generate_bold5000(tmp_path / "null", n_images=10, null=True)
+    truth = json.loads(null["truth"].read_text())
+    assert truth["null"] and set(truth["best_layer"].values()) == {None}
+
+
+def test_image_ids_look_like_bold5000():
+    ids = make_image_ids(50, seed=1)
+    assert len(set(ids)) == 50
+    assert any(i.startswith("COCO_train2014_") and i.endswith(".jpg") for i in ids)
+    assert any(i.startswith("n0") and i.endswith(".JPEG") for i in ids)
+    assert any(i[0].islower() and not i.startswith("n0") for i in ids)
+
+
+@pytest.mark.parametrize("condensed", [True, False])
+def test_plain_round_trip_and_alignment(tmp_path, condensed):
+    rdms = _small_rdms()
+    path = bold5000.save_rdms(rdms, tmp_path / "s.h5", layout="plain", condensed=condensed)
+    back = bold5000.load_rdms(path)
+    np.testing.assert_array_equal(back.dissimilarities, rdms.dissimilarities)
+    assert back.rdm_descriptors["subject"] == ["CSI2", "CSI2"]
+    assert back.dissimilarity_measure == "correlation"
+    shuffled = rsa.reorder_patterns(rdms, list(reversed(rdms.pattern_descriptors["id"])))
+    np.testing.assert_allclose(rsa.compare_rdms(back, shuffled), compare(rdms, rdms, "corr"))
+    with pytest.raises(FileExistsError):
+        bold5000.save_rdms(rdms, path, layout="plain")
+
+
+def _write_plain(path, ids, **datasets):
+    with h5py.File(path, "w") as f:
+        if ids is not None:
+            f.create_dataset("image_ids", data=np.array(ids, dtype=h5py.string_dtype()))
+        for name, value in datasets.items():
+            f.create_dataset(name, data=value)
+    return path
+
+
+IDS4 = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("text", "not an HDF5 file"),
+        ("no_ids", "missing the dataset of image ids"),
+        ("bad_length", "not n\\(n-1\\)/2"),
+        ("non_square", "not square"),
+        ("wrong_n", "4 image ids"),
+        ("nan", "NaN"),
+        ("duplicated", "duplicated image ids"),
+        ("asymmetric", "not symmetric"),
+    ],
+)
+def test_bad_plain_files_raise_input_data_error(tmp_path, kind, message):
+    path = tmp_path / f"{kind}.h5"
+    good = np.arange(6, dtype=float) + 1
+    if kind == "text":
+        path.write_text("roi,value\nLOC,1\n")
+    elif kind == "no_ids":
+        _write_plain(path, None, LOC=good)
+    elif kind == "bad_length":
+        _write_plain(path, IDS4, LOC=np.ones(5))
+    elif kind == "non_square":
+        _write_plain(path, IDS4, LOC=np.ones((4, 3)))
+    elif kind == "wrong_n":
+        _write_plain(path, IDS4, LOC=np.ones((3, 3)))
+    elif kind == "nan":
+        bad = good.copy()
+        bad[2] = np.nan
+        _write_plain(path, IDS4, LOC=bad)
+    elif kind == "duplicated":
+        _write_plain(path, ["a.jpg", "b.jpg", "a.jpg", "d.jpg"], LOC=good)
+    elif kind == "asymmetric":
+        m = np.ones((4, 4)) - np.eye(4)
+        m[0, 1] = 3
+        _write_plain(path, IDS4, LOC=m)
+    with pytest.raises(InputDataError, match=message) as err:
+        bold5000.load_rdms(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("no_ids", "missing the image ids"), ("duplicated", "duplicated image ids"),
+     ("nan", "NaN"), ("bad_length", "not n\\(n-1\\)/2")],
+)
+def test_bad_rsatoolbox_files_raise_input_data_error(tmp_path, kind, message):
+    rdms = _small_rdms(n=5)
+    path = tmp_path / f"{kind}.h5"
+    if kind == "no_ids":
+        rdms = RDMs(rdms.dissimilarities, rdm_descriptors={"roi": ["a", "b"]})
+        rdms.save(str(path), file_type="hdf5")
+    elif kind == "duplicated":
+        rdms.pattern_descriptors["id"][3] = rdms.pattern_descriptors["id"][0]
+        rdms.save(str(path), file_type="hdf5")
+    elif kind == "nan":
+        rdms.dissimilarities[1, 4] = np.nan
+        rdms.save(str(path), file_type="hdf5")
+    elif kind == "bad_length":
+        rdms.save(str(path), file_type="hdf5")
+        with h5py.File(path, "a") as f:
+            del f["pattern_descriptors/id"]
+            f["pattern_descriptors/id"] = np.array(IDS4, dtype="S")
+    with pytest.raises(InputDataError, match=message) as err:
+        bold5000.load_rdms(path, layout="rsatoolbox")
+    assert str(path) in str(err.value)
+
+
+def test_roi_areas_and_systems():
+    assert len(bold5000.ROIS) == 10 and bold5000.ROIS[0] == "LHEarlyVis"
+    assert bold5000.roi_area("RHPPA") == "PPA"
+    assert [bold5000.roi_system(r) for r in ("LHEarlyVis", "RHOPA", "LHRSC", "Mid")] == [
+        "Early", "Mid", "High", "Mid"]
+    assert bold5000.roi_system("V4") is None
+
+
+def test_resnet50_rdms_from_a_folder_of_images(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = ["n01440764_10026.JPEG", "COCO_train2014_000000000009.jpg", "kitchen3.png",
+             "airport1.jpg"]
+    for name in names:
+        pixels = rng.integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    model = bold5000.load_resnet50(None, seed=0)
+    rdms = bold5000.calc_resnet50_rdms(folder, weights=model, image_size=32, reduce="mean",
+                                       batch_size=3)
+    assert rdms.rdm_descriptors["layer"] == list(bold5000.LAYERS)
+    assert list(rdms.pattern_descriptors["id"]) == sorted(names)
+    # the same images through forward hooks on the same model
+    transform = bold5000.make_image_transform(32)
+    x = torch.stack([transform(Image.open(folder / n).convert("RGB")) for n in sorted(names)])
+    hooks = rsa.calc_rdms_from_model(model, x, sorted(names), bold5000.LAYERS, reduce="mean")
+    np.testing.assert_allclose(rdms.dissimilarities, hooks.dissimilarities, atol=1e-6)
+    # weights: a local file is loaded, a torchvision name is never downloaded
+    weights = tmp_path / "w.pth"
+    torch.save(model.state_dict(), weights)
+    again = bold5000.load_resnet50(weights)
+    assert torch.equal(again.conv1.weight, model.conv1.weight)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        bold5000.load_resnet50("IMAGENET1K_V2")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputDataError, match="no images"):
+        bold5000.calc_resnet50_rdms(empty)

@@ -1,0 +1,409 @@
+"""The RSA engine against rsatoolbox: comparisons, alignment, bootstrap, noise ceiling, tests."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from rsatoolbox.data import Dataset
+from rsatoolbox.inference import boot_noise_ceiling, eval_bootstrap_pattern
+from rsatoolbox.model import ModelFixed
+from rsatoolbox.rdm import RDMs, calc_rdm, compare
+from rsatoolbox.util.inference_util import bootstrap_pair_tests, t_test_0, t_tests
+from scipy.spatial.distance import squareform
+
+from emolib import rsa
+from emolib.model import EmotionCNN
+from emolib.synthetic.bold5000 import simulate_bold5000_rdms
+
+METHODS = rsa.COMPARE_METHODS
+
+
+def _ids(n: int) -> list[str]:
+    return [f"img{k:03d}.jpg" for k in range(n)]
+
+
+def _random_rdms(rng, n_rdm, n, names, key="layer", ties=False, **extra):
+    v = rng.random((n_rdm, n * (n - 1) // 2))
+    if ties:  # a model RDM with many ties (categorical) and a coarsely rounded one
+        v[0] = np.round(v[0] * 3)
+        v[-1] = np.round(v[-1] * 10) / 10
+    desc = {key: list(names)}
+    desc.update({k: [val] * n_rdm for k, val in extra.items()})
+    return RDMs(v, dissimilarity_measure="correlation", rdm_descriptors=desc,
+                pattern_descriptors={"id": _ids(n)})
+
+
+def _shuffled(rdms: RDMs, seed: int) -> RDMs:
+    """The same RDMs with the patterns in another order (rsatoolbox's own reorder)."""
+    out = rdms.copy()
+    out.reorder(np.random.default_rng(seed).permutation(rdms.n_cond))
+    return out
+
+
+def _order_like(rdms: RDMs, ids) -> RDMs:
+    """Reorder by hand with rsatoolbox (the reference for our alignment)."""
+    pos = {v: k for k, v in enumerate(rdms.pattern_descriptors["id"])}
+    out = rdms.copy()
+    out.reorder(np.array([pos[v] for v in ids]))
+    return out
+
+
+# ------------------------------------------------------------------ comparisons
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compare_vectors_matches_rsatoolbox(method):
+    rng = np.random.default_rng(1)
+    a = _random_rdms(rng, 3, 14, ["l1", "l2", "l3"], ties=True)
+    b = _random_rdms(rng, 4, 14, ["r1", "r2", "r3", "r4"], key="roi", ties=True)
+    ours = rsa.compare_vectors(a.dissimilarities, b.dissimilarities, method, chunk_size=17)
+    ref = compare(a, b, method)
+    assert ours.shape == (3, 4)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["corr", "cosine", "spearman"])
+def test_compare_vectors_float32_chunks_stay_close(method):
+    rng = np.random.default_rng(2)
+    a = _random_rdms(rng, 2, 40, ["l1", "l2"])
+    b = _random_rdms(rng, 3, 40, ["r1", "r2", "r3"], key="roi")
+    ours = rsa.compare_vectors(
+        a.dissimilarities.astype(np.float32), b.dissimilarities.astype(np.float32), method,
+        chunk_size=100,
+    )
+    np.testing.assert_allclose(ours, compare(a, b, method), atol=1e-5)
+
+
+def test_compare_vectors_drops_shared_nans_like_rsatoolbox():
+    rng = np.random.default_rng(3)
+    a = _random_rdms(rng, 2, 10, ["l1", "l2"])
+    b = _random_rdms(rng, 2, 10, ["r1", "r2"], key="roi")
+    a.dissimilarities[:, [3, 7]] = np.nan
+    b.dissimilarities[:, [3, 7]] = np.nan
+    for method in ("corr", "spearman"):
+        np.testing.assert_allclose(
+            rsa.compare_vectors(a.dissimilarities, b.dissimilarities, method),
+            compare(a, b, method), atol=1e-12,
+        )
+    b.dissimilarities[0, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        rsa.compare_vectors(a.dissimilarities, b.dissimilarities)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compare_table_aligns_by_id_and_matches_rsatoolbox(method):
+    rng = np.random.default_rng(4)
+    layers = _random_rdms(rng, 3, 12, ["conv1", "layer1", "layer2"])
+    s1 = _shuffled(_random_rdms(rng, 2, 12, ["LHLOC", "LHPPA"], key="roi", subject="CSI1"), 5)
+    s2 = _shuffled(_random_rdms(rng, 2, 12, ["LHLOC", "LHPPA"], key="roi", subject="CSI2"), 6)
+    table = rsa.compare_table(_shuffled(layers, 7), [s1, s2], methods=method)
+    assert list(table.columns) == ["subject", "roi", "layer", "method", "value"]
+    assert len(table) == 2 * 2 * 3
+    for subj in (s1, s2):
+        # reference: rsatoolbox after putting the data in the layers' order by hand
+        ref = compare(layers, _order_like(subj, layers.pattern_descriptors["id"]), method)
+        rows = table[table["subject"] == subj.rdm_descriptors["subject"][0]]
+        for j, roi in enumerate(subj.rdm_descriptors["roi"]):
+            for i, layer in enumerate(layers.rdm_descriptors["layer"]):
+                got = rows[(rows["roi"] == roi) & (rows["layer"] == layer)]
+                assert got["value"].item() == pytest.approx(ref[i, j], abs=1e-10)
+    # without alignment the positional comparison would differ
+    assert not np.allclose(
+        compare(layers, s1, "corr"), compare(layers, _order_like(s1, _ids(12)), "corr")
+    )
+
+
+def test_compare_rdms_refuses_different_id_sets():
+    rng = np.random.default_rng(5)
+    a = _random_rdms(rng, 1, 8, ["x"])
+    b = _random_rdms(rng, 1, 8, ["y"], key="roi")
+    b.pattern_descriptors["id"] = _ids(7) + ["other.jpg"]
+    with pytest.raises(rsa.PatternMismatchError, match="ids differ"):
+        rsa.compare_rdms(a, b)
+    with pytest.raises(rsa.PatternMismatchError, match="ids differ"):
+        rsa.compare_table(a, b)
+    b.pattern_descriptors["id"] = _ids(7) + [_ids(7)[0]]
+    with pytest.raises(rsa.PatternMismatchError, match="not unique"):
+        rsa.compare_rdms(a, b)
+    del b.pattern_descriptors["id"]
+    with pytest.raises(rsa.PatternMismatchError, match="no pattern descriptor"):
+        rsa.align_rdms(a, b)
+
+
+def test_reorder_patterns_matches_rsatoolbox_reorder():
+    rng = np.random.default_rng(6)
+    a = _random_rdms(rng, 2, 9, ["x", "y"])
+    target = list(np.random.default_rng(1).permutation(_ids(9)))
+    ours = rsa.reorder_patterns(a, target)
+    ref = _order_like(a, target)
+    np.testing.assert_array_equal(ours.dissimilarities, ref.dissimilarities)
+    assert list(ours.pattern_descriptors["id"]) == target
+    assert rsa.reorder_patterns(a, _ids(9)) is a
+
+
+def test_concat_and_joint_rdms_align_subjects():
+    rng = np.random.default_rng(7)
+    s1 = _random_rdms(rng, 2, 8, ["LOC", "PPA"], key="roi", subject="CSI1")
+    s2 = _shuffled(_random_rdms(rng, 2, 8, ["LOC", "PPA"], key="roi", subject="CSI2"), 3)
+    cat = rsa.concat_rdms([s1, s2])
+    assert cat.rdm_descriptors["subject"] == ["CSI1", "CSI1", "CSI2", "CSI2"]
+    joint = rsa.calc_joint_rdms([s1, s2])
+    s2_in_s1 = _order_like(s2, _ids(8))
+    np.testing.assert_allclose(
+        joint.dissimilarities, (s1.dissimilarities + s2_in_s1.dissimilarities) / 2, atol=1e-15
+    )
+    assert joint.rdm_descriptors["subject"] == ["joint", "joint"]
+    assert joint.rdm_descriptors["roi"] == ["LOC", "PPA"]
+
+
+# ------------------------------------------------------------------ RDMs from data
+
+
+def test_calc_rdms_from_patterns_matches_calc_rdm(monkeypatch):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((11, 30))
+    ref = calc_rdm(Dataset(x), method="correlation").dissimilarities
+    monkeypatch.setattr(rsa, "_GRAM_BLOCK_BYTES", 30 * 8 * 4)  # 4-row blocks
+    ours = rsa.calc_rdms_from_patterns({"a": x}, _ids(11))
+    np.testing.assert_allclose(ours.dissimilarities, ref, atol=1e-12)
+    euc = rsa.calc_rdms_from_patterns({"a": x}, _ids(11), method="euclidean")
+    np.testing.assert_allclose(
+        euc.dissimilarities, calc_rdm(Dataset(x), method="euclidean").dissimilarities
+    )
+    assert euc.pattern_descriptors["id"] == _ids(11)
+    with pytest.raises(ValueError, match="zero variance"):
+        rsa.calc_rdms_from_patterns({"a": np.ones((3, 4))}, _ids(3))
+
+
+def test_calc_rdms_from_model_hooks_fx_and_manual_agree():
+    torch.manual_seed(0)
+    model = EmotionCNN(n_classes=3)
+    x = torch.randn(5, 1, 8, 8, 6)
+    layers = ["conv1", "block1", "pool"]
+    hooks = rsa.calc_rdms_from_model(model, x, _ids(5), layers, batch_size=2)
+    fx = rsa.calc_rdms_from_model(model, x, _ids(5), layers, backend="fx")
+    np.testing.assert_allclose(hooks.dissimilarities, fx.dissimilarities, atol=1e-6)
+    assert model.training  # the training flag is restored
+    model.eval()
+    with torch.no_grad():
+        manual = {"conv1": model.conv1(x)}
+        manual["block1"] = model.block1(manual["conv1"])
+        manual["pool"] = model.features(x)
+    for k, name in enumerate(layers):
+        acts = manual[name].reshape(5, -1).double().numpy()
+        ref = calc_rdm(Dataset(acts), method="correlation")
+        np.testing.assert_allclose(hooks.dissimilarities[k], ref.dissimilarities[0], atol=1e-5)
+    assert hooks.rdm_descriptors["layer"] == layers
+    with pytest.raises(ValueError, match="no modules"):
+        rsa.extract_activations(model, x, ["nope"])
+
+
+def test_calc_roi_rdms_nifti_and_array_agree_with_manual_masking():
+    rng = np.random.default_rng(9)
+    data = rng.standard_normal((6, 5, 4, 7))  # X, Y, Z, n_patterns
+    masks = {"A": np.zeros((6, 5, 4), bool), "B": np.zeros((6, 5, 4), bool)}
+    masks["A"][:3] = True
+    masks["B"][3:, 2:] = True
+    img = nib.Nifti1Image(data, np.eye(4))
+    from_img = rsa.calc_roi_rdms(img, masks, _ids(7), rdm_descriptors={"subject": "CSI1"})
+    mask_img = nib.Nifti1Image(masks["B"].astype(np.uint8), np.eye(4))
+    from_arr = rsa.calc_roi_rdms(np.moveaxis(data, -1, 0), {"A": masks["A"], "B": mask_img},
+                                 _ids(7))
+    for k, name in enumerate(["A", "B"]):
+        ref = calc_rdm(Dataset(data[masks[name]].T), method="correlation").dissimilarities[0]
+        np.testing.assert_allclose(from_img.dissimilarities[k], ref, atol=1e-10)
+        np.testing.assert_allclose(from_arr.dissimilarities[k], ref, atol=1e-10)
+    assert from_img.rdm_descriptors == {"roi": ["A", "B"], "subject": ["CSI1"] * 2,
+                                        "index": [0, 1]}
+
+
+# ------------------------------------------------------------------ bootstrap
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bootstrap_samples_equal_rsatoolbox_resampling(method):
+    rng = np.random.default_rng(10)
+    layers = _random_rdms(rng, 2, 10, ["l1", "l2"], ties=True)
+    rois = _random_rdms(rng, 3, 10, ["r1", "r2", "r3"], key="roi", ties=True, subject="S1")
+    samples = rng.integers(0, 10, size=(6, 10))
+    samples[0] = [4] * 8 + [5, 5]  # < 3 distinct patterns: NaN, as rsatoolbox
+    boot = rsa.bootstrap_compare(layers, _shuffled(rois, 1), method, pattern_samples=samples,
+                                 dtype=np.float64)
+    np.testing.assert_allclose(boot.point, compare(layers, rois, method), atol=1e-10)
+    assert np.isnan(boot.samples[0]).all()
+    for b in range(1, len(samples)):
+        ref = compare(layers.subsample_pattern("index", samples[b]),
+                      rois.subsample_pattern("index", samples[b]), method)
+        np.testing.assert_allclose(boot.samples[b], ref, atol=1e-10)
+
+
+def test_bootstrap_se_matches_eval_bootstrap_pattern():
+    rng = np.random.default_rng(11)
+    n, n_boot = 25, 150
+    layers = _random_rdms(rng, 2, n, ["l1", "l2"])
+    shared = rng.random(n * (n - 1) // 2)
+    layers.dissimilarities[1] = shared + 0.5 * rng.random(len(shared))
+    roi = RDMs(shared[None] + rng.random((1, len(shared))), rdm_descriptors={"roi": ["r"]},
+               pattern_descriptors={"id": _ids(n)})
+    models = [ModelFixed(name, layers.subset("layer", name)) for name in ["l1", "l2"]]
+    np.random.seed(3)  # noqa: NPY002 - rsatoolbox draws from the legacy global generator
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = eval_bootstrap_pattern(models, roi, method="corr", N=n_boot, boot_noise_ceil=False)
+    # the same draws, replayed: identical bootstrap distribution
+    np.random.seed(3)  # noqa: NPY002
+    draws = np.stack([np.random.randint(0, n, size=n) for _ in range(n_boot)])  # noqa: NPY002
+    same = rsa.bootstrap_compare(layers, roi, pattern_samples=draws, dtype=np.float64)
+    np.testing.assert_allclose(same.get_se()[:, 0], ref.get_sem(), rtol=1e-8)
+    np.testing.assert_allclose(same.get_means()[:, 0], ref.get_means(), atol=1e-10)
+    # independent draws (our generator, float32): SE within 25 %
+    ours = rsa.bootstrap_compare(layers, roi, n_bootstrap=n_boot, seed=0)
+    ratio = ours.get_se()[:, 0] / ref.get_sem()
+    assert np.all(np.abs(ratio - 1) < 0.25), ratio
+    np.testing.assert_allclose(ours.point, compare(layers, roi, "corr"), atol=1e-12)
+
+
+def test_bootstrap_aggregate_and_frame():
+    rng = np.random.default_rng(12)
+    layers = _random_rdms(rng, 2, 9, ["l1", "l2"])
+    rois = _random_rdms(rng, 3, 9, ["LHLOC", "RHOPA", "LHPPA"], key="roi", subject="CSI1")
+    boot = rsa.bootstrap_compare(layers, rois, n_bootstrap=20, seed=1)
+    agg = boot.aggregate({"LHLOC": "Mid", "RHOPA": "Mid", "LHPPA": "High"})
+    assert agg.data_labels.to_dict("list") == {"subject": ["CSI1", "CSI1"], "roi": ["Mid", "High"]}
+    np.testing.assert_allclose(agg.samples[:, :, 0], boot.samples[:, :, :2].mean(axis=2))
+    np.testing.assert_allclose(agg.point[:, 1], boot.point[:, 2])
+    frame = boot.to_frame(level=0.9)
+    assert len(frame) == 6
+    assert (frame["ci_low"] <= frame["ci_high"]).all()
+    lo, _hi = boot.get_ci(0.9)
+    assert frame["ci_low"].iloc[1] == lo[1, 0]
+
+
+def test_zero_and_pair_tests_match_rsatoolbox_with_fdr():
+    rng = np.random.default_rng(13)
+    layers = _random_rdms(rng, 3, 12, ["l1", "l2", "l3"])
+    rois = _random_rdms(rng, 2, 12, ["r1", "r2"], key="roi", subject="S")
+    rois.dissimilarities[0] = layers.dissimilarities[1] + 0.3 * rng.random(66)
+    boot = rsa.bootstrap_compare(layers, rois, n_bootstrap=60, seed=2, dtype=np.float64)
+    zero = rsa.calc_zero_tests(boot)
+    pair = rsa.calc_pair_tests(boot)
+    dof = boot.n_patterns - 1
+    for r in range(2):
+        ev = boot.samples[:, :, r]
+        corr = boot.n_patterns / dof  # rsatoolbox's Result corrects variances by n/(n-1)
+        p0 = t_test_0(ev, ev.var(axis=0, ddof=1) * corr, dof)
+        np.testing.assert_allclose(zero.loc[zero["roi"] == f"r{r + 1}", "p"], p0, atol=1e-12)
+        c = np.cov(ev.T)
+        ia, ib = np.triu_indices(3, 1)
+        diff_var = c[ia, ia] + c[ib, ib] - 2 * c[ia, ib]
+        pp = t_tests(ev, diff_var * corr, dof)[ia, ib]
+        np.testing.assert_allclose(pair.loc[pair["roi"] == f"r{r + 1}", "p"], pp, atol=1e-12)
+        boot_pair = rsa.calc_pair_tests(boot, test_type="bootstrap")
+        np.testing.assert_allclose(
+            boot_pair.loc[boot_pair["roi"] == f"r{r + 1}", "p"], bootstrap_pair_tests(ev)[ia, ib]
+        )
+    np.testing.assert_allclose(zero["q"], scipy.stats.false_discovery_control(zero["p"]))
+    assert zero.loc[(zero["roi"] == "r1") & (zero["layer"] == "l2"), "significant"].item()
+    bz = rsa.calc_zero_tests(boot, test_type="bootstrap", fdr_by="roi")
+    np.testing.assert_allclose(
+        bz["p"], (((boot.samples <= 0).sum(axis=0) + 1) / 60).T.reshape(-1)
+    )
+
+
+# ------------------------------------------------------------------ noise ceiling, Mantel
+
+
+@pytest.mark.parametrize("method", ["corr", "cosine", "spearman", "tau-a"])
+def test_noise_ceiling_matches_boot_noise_ceiling(method):
+    rng = np.random.default_rng(14)
+    base = rng.random((2, 45))
+    subjects = []
+    for s, name in enumerate(["CSI1", "CSI2", "CSI3"]):
+        v = base + 0.8 * rng.random((2, 45))
+        r = RDMs(v, rdm_descriptors={"roi": ["LOC", "PPA"], "subject": [name] * 2},
+                 pattern_descriptors={"id": _ids(10)})
+        subjects.append(_shuffled(r, s))
+    table = rsa.calc_noise_ceiling(subjects, method)
+    for roi in ["LOC", "PPA"]:
+        aligned = [_order_like(r, _ids(10)).subset("roi", roi) for r in subjects]
+        ref_rdms = RDMs(np.concatenate([a.dissimilarities for a in aligned]),
+                        rdm_descriptors={"subject": ["CSI1", "CSI2", "CSI3"]})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lower, upper = boot_noise_ceiling(ref_rdms, method=method, rdm_descriptor="subject")
+        row = table[table["roi"] == roi]
+        assert row["lower"].item() == pytest.approx(lower, abs=1e-10)
+        assert row["upper"].item() == pytest.approx(upper, abs=1e-10)
+        assert row["lower"].item() < row["upper"].item()
+
+
+def test_mantel_exact_matches_explicit_enumeration():
+    rng = np.random.default_rng(15)
+    classes = ["FEAR", "HAPPINESS", "LOVE", "SADNESS", "ANGERRAGE"]
+    pats = rng.standard_normal((5, 20))
+    m1 = squareform(1 - np.corrcoef(pats), checks=False)
+    m2 = squareform(1 - np.corrcoef(pats + 1.2 * rng.standard_normal((5, 20))), checks=False)
+    r1 = RDMs(m1[None], pattern_descriptors={"id": classes})
+    r2 = _shuffled(RDMs(m2[None], pattern_descriptors={"id": classes}), 4)
+    res = rsa.calc_mantel(r1, r2)
+    assert res.exact and len(res.null_distribution) == 120
+    # explicit enumeration on square matrices
+    sq1, sq2 = squareform(m1), squareform(m2)
+    obs = scipy.stats.pearsonr(squareform(sq1, checks=False), squareform(sq2, checks=False))[0]
+    null = []
+    for p in itertools.permutations(range(5)):
+        perm = sq2[np.ix_(p, p)]
+        null.append(scipy.stats.pearsonr(squareform(sq1, checks=False),
+                                         squareform(perm, checks=False))[0])
+    null = np.array(null)
+    assert res.statistic == pytest.approx(obs, abs=1e-12)
+    np.testing.assert_allclose(np.sort(res.null_distribution), np.sort(null), atol=1e-12)
+    assert res.p_value == pytest.approx(np.mean(null >= obs - 1e-12), abs=1e-15)
+    two = rsa.calc_mantel(r1, r2, alternative="two-sided")
+    assert two.p_value == pytest.approx(
+        min(1, 2 * min(np.mean(null >= obs - 1e-12), np.mean(null <= obs + 1e-12)))
+    )
+
+
+def test_mantel_random_permutations_approach_exact_p():
+    rng = np.random.default_rng(16)
+    pats = rng.standard_normal((6, 10))
+    r1 = RDMs(squareform(1 - np.corrcoef(pats), checks=False)[None],
+              pattern_descriptors={"id": _ids(6)})
+    noisy = pats + 1.5 * rng.standard_normal((6, 10))
+    r2 = RDMs(squareform(1 - np.corrcoef(noisy), checks=False)[None],
+              pattern_descriptors={"id": _ids(6)})
+    exact = rsa.calc_mantel(r1, r2, n_permutations=720)
+    approx = rsa.calc_mantel(r1, r2, n_permutations=719, seed=0)
+    assert exact.exact and not approx.exact
+    assert approx.p_value == pytest.approx(exact.p_value, abs=0.06)
+
+
+# ------------------------------------------------------------------ planted truth
+
+
+def test_planted_correspondence_is_recovered():
+    sim = simulate_bold5000_rdms(50, seed=0)
+    joint = rsa.calc_joint_rdms(list(sim.rois.values()))
+    table = rsa.compare_table(sim.layers, joint)
+    best = table.loc[table.groupby("roi")["value"].idxmax()].set_index("roi")["layer"]
+    assert best.to_dict() == sim.truth["best_layer"]
+    per_subject = rsa.compare_table(sim.layers, list(sim.rois.values()))
+    assert set(per_subject["subject"]) == {"CSI1", "CSI2", "CSI3"}
+    nc = rsa.calc_noise_ceiling(list(sim.rois.values()))
+    assert (nc["upper"] > nc["lower"]).all() and (nc["lower"] > 0).all()
+
+
+def test_null_data_show_no_correspondence():
+    sim = simulate_bold5000_rdms(50, seed=1, null=True)
+    joint = rsa.calc_joint_rdms(list(sim.rois.values()))
+    boot = rsa.bootstrap_compare(sim.layers, joint, n_bootstrap=100, seed=0)
+    zero = rsa.calc_zero_tests(boot)
+    assert not zero["significant"].any()
+    assert zero["value"].abs().max() < 0.2
