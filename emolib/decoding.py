@@ -1,0 +1,242 @@
+"""Cross-validated decoding: the CNN and its baselines in the same leakage-free folds.
+
+For every fold of a split (:mod:`emolib.splits`), an inner validation set is carved out of
+the training samples for early stopping (a whole training run, guarded like the test set, for
+the run and subject splits; a random tenth for the random split, as leaky as the original),
+the CNN is trained (:func:`emolib.train.train_model`, checkpointed per fold), and the test
+samples are predicted by the CNN, by an L2-regularised logistic regression on the voxels of the
+mask (its strength chosen on the same inner validation set) and by chance (random scores,
+seeded: what a model that learned nothing gets through the same pipeline). Everything goes
+under one output folder::
+
+    predictions.csv   one row per test sample and model: fold, sample, y, p_<class>...
+    history.csv       the CNN's learning curves, per fold
+    folds.csv         fold sizes and what each leakage guard removed
+    fold-<name>/      checkpoint.pt, best.pt (the CNN of that fold), history.csv, done.json
+    manifest.json
+
+A fold whose ``done.json`` exists is not recomputed, and an interrupted fold resumes from its
+last epoch, so a killed run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from emolib.dataprep import PreparedData
+from emolib.manifest import write_manifest
+from emolib.splits import Split, guard, make_splits, removal_table
+from emolib.train import TrainConfig, evaluate_batches, load_trained, to_tensor, train_model
+
+STAGE = "02_training"
+MODELS = ("cnn", "linear", "chance")
+
+
+@dataclass
+class DecodingResult:
+    """Outputs of :func:`run_decoding` (also on disk under ``folder``)."""
+
+    folder: Path
+    predictions: pd.DataFrame
+    history: pd.DataFrame
+    folds: pd.DataFrame
+    classes: list[str]
+    kind: str
+
+    def probs(self, model: str = "cnn") -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """``(y, probs, rows)`` of one model's pooled test predictions."""
+        rows = self.predictions[self.predictions["model"] == model]
+        cols = [f"p_{c}" for c in self.classes]
+        return rows["y"].to_numpy(), rows[cols].to_numpy(), rows
+
+    def fold_model_path(self, fold: str) -> Path:
+        """The ``best.pt`` of one fold's CNN."""
+        return self.folder / f"fold-{fold.replace('/', '_')}" / "best.pt"
+
+
+def inner_validation(samples: pd.DataFrame, split: Split, kind: str, seed: int = 0,
+                     tr: float = 2.0, hrf_lag: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a validation set out of ``split.train`` for early stopping.
+
+    For ``"run"`` and ``"subject"`` splits: the training run that follows the test run
+    (cyclically) is the validation set, and training samples that share a movie moment with it
+    are dropped, so early stopping sees no leak either. For ``"random"``: a random tenth.
+
+    Returns
+    -------
+    (train, val) : tuple of numpy.ndarray
+        Positions into ``samples``.
+    """
+    if kind == "random":
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(split.train)
+        n_val = max(1, len(perm) // 10)
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    runs = samples["run"].to_numpy()
+    test_run = int(pd.Series(runs[split.test]).mode().iloc[0])
+    train_runs = sorted(set(runs[split.train]))
+    later = [r for r in train_runs if r > test_run]
+    val_run = later[0] if later else train_runs[0]
+    val = split.train[runs[split.train] == val_run]
+    inner = guard(samples, "inner", split.train[runs[split.train] != val_run], val, tr, hrf_lag)
+    return inner.train, val
+
+
+def linear_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                    y_val: np.ndarray, x_test: np.ndarray, n_classes: int,
+                    cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1), seed: int = 0) -> np.ndarray:
+    """Standardised voxels -> multinomial L2 logistic regression; the strength ``C`` is the
+    one with the best validation macro AUC, then the model is refit on train + validation.
+
+    Returns the test-set class probabilities ``(n_test, n_classes)``.
+    """
+    def fit(x, y, c):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300,
+                                                                 random_state=seed))
+        return clf.fit(x.reshape(len(x), -1), y)
+
+    def full_probs(clf, x):
+        out = np.zeros((len(x), n_classes))
+        out[:, clf.classes_] = clf.predict_proba(x.reshape(len(x), -1))
+        return out
+
+    scores = []
+    for c in cs:
+        p = full_probs(fit(x_train, y_train, c), x_val)
+        present = [k for k in range(n_classes) if 0 < (y_val == k).sum() < len(y_val)]
+        scores.append(np.mean([roc_auc_score(y_val == k, p[:, k]) for k in present])
+                      if present else 0.0)
+    best = cs[int(np.argmax(scores))]
+    clf = fit(np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]), best)
+    return full_probs(clf, x_test)
+
+
+def _fold_dir(folder: Path, name: str) -> Path:
+    return folder / f"fold-{name.replace('/', '_')}"
+
+
+def run_decoding(
+    prepared: PreparedData,
+    out_dir: str | os.PathLike,
+    kind: str = "run",
+    config: TrainConfig = TrainConfig(),
+    folds: list[int] | None = None,
+    hrf_lag: float = 4.0,
+    baselines: bool = True,
+    progress: bool = True,
+    restart: bool = False,
+) -> DecodingResult:
+    """Cross-validate the CNN (and baselines) on the selected samples of a prepared dataset.
+
+    Parameters
+    ----------
+    prepared : PreparedData
+        Output of :func:`emolib.dataprep.prepare_dataset`; only ``selected`` samples are used.
+    out_dir : str or path-like
+        Output folder (see the module docstring).
+    kind : {"run", "subject", "random"}, default="run"
+        Split kind.
+    config : TrainConfig
+        CNN training parameters.
+    folds : list of int, optional
+        Run only these folds (0-based), e.g. to fit a small machine.
+    hrf_lag : float, default=4.0
+        Lag used by the leakage guards.
+    baselines : bool, default=True
+        Also fit the linear and chance baselines in every fold.
+    progress : bool, default=True
+        Progress bars.
+    restart : bool, default=False
+        Delete earlier outputs in ``out_dir`` instead of resuming from them.
+    """
+    folder = Path(out_dir)
+    if restart and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
+    samples = prepared.samples.iloc[sel].reset_index(drop=True)
+    volumes = prepared.volumes
+    y_all = samples["y"].to_numpy()
+    classes = prepared.classes
+    n_classes = len(classes)
+    splits = make_splits(samples, kind, hrf_lag=hrf_lag, seed=config.seed, folds=folds)
+    cols = [f"p_{c}" for c in classes]
+    preds, histories = [], []
+    for i, split in enumerate(splits, start=1):
+        fdir = _fold_dir(folder, split.name)
+        done = fdir / "done.json"
+        if progress:
+            print(f"fold {i}/{len(splits)} ({split.name}): {split.train.size} train, "
+                  f"{split.test.size} test", flush=True)
+        if done.is_file():
+            fold_preds = pd.read_csv(fdir / "predictions.csv", dtype={"subject": str})
+            preds.append(fold_preds)
+            histories.append(pd.read_csv(fdir / "history.csv").assign(fold=split.name))
+            continue
+        tr_idx, val_idx = inner_validation(samples, split, kind, config.seed, hrf_lag=hrf_lag)
+        x_tr = np.asarray(volumes[sel[tr_idx]])
+        x_val = np.asarray(volumes[sel[val_idx]])
+        x_te = np.asarray(volumes[sel[split.test]])
+        result = train_model(x_tr, y_all[tr_idx], x_val, y_all[val_idx], n_classes, config,
+                             checkpoint_dir=fdir, progress=progress)
+        xt = to_tensor(x_te, next(result.model.parameters()).device, config.channels_last)
+        cnn_probs, _, _ = evaluate_batches(result.model, xt, None)
+        meta = samples.iloc[split.test][["subject", "run", "volume", "movie_time",
+                                          "label_tr", "label", "y"]].reset_index(drop=True)
+        meta.insert(0, "sample", sel[split.test])  # row in the prepared sample table
+        meta.insert(0, "fold", split.name)
+        per_model = {"cnn": cnn_probs}
+        if baselines:
+            m = prepared.mask
+            per_model["linear"] = linear_baseline(x_tr[:, m], y_all[tr_idx], x_val[:, m],
+                                                  y_all[val_idx], x_te[:, m], n_classes,
+                                                  seed=config.seed)
+            rng = np.random.default_rng([config.seed, i])
+            scores = rng.random((len(x_te), n_classes))
+            per_model["chance"] = scores / scores.sum(axis=1, keepdims=True)
+        fold_preds = pd.concat(
+            [meta.assign(model=m, **dict(zip(cols, p.T, strict=True)))
+             for m, p in per_model.items()], ignore_index=True)
+        fold_preds.to_csv(fdir / "predictions.csv", index=False)
+        done.write_text(json.dumps({"fold": split.name, "best_epoch": result.best_epoch,
+                                    "best_val_accuracy": result.best_val_accuracy,
+                                    "n_val": int(val_idx.size)}))
+        preds.append(fold_preds)
+        histories.append(result.history.assign(fold=split.name))
+    predictions = pd.concat(preds, ignore_index=True)
+    history = pd.concat(histories, ignore_index=True)
+    fold_table = removal_table(splits)
+    predictions.to_csv(folder / "predictions.csv", index=False)
+    history.to_csv(folder / "history.csv", index=False)
+    fold_table.to_csv(folder / "folds.csv", index=False)
+    write_manifest(folder, STAGE, {"kind": kind, "config": config.to_dict(), "folds": folds,
+                                   "hrf_lag": hrf_lag, "baselines": baselines,
+                                   "dataprep": str(prepared.folder)},
+                   outputs={"classes": classes, "n_folds": len(splits),
+                            "n_predictions": int((predictions["model"] == "cnn").sum())})
+    return DecodingResult(folder, predictions, history, fold_table, classes, kind)
+
+
+def load_decoding(folder: str | os.PathLike) -> DecodingResult:
+    """Open the outputs of :func:`run_decoding`."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return DecodingResult(
+        folder, pd.read_csv(folder / "predictions.csv", dtype={"subject": str}),
+        pd.read_csv(folder / "history.csv"), pd.read_csv(folder / "folds.csv"),
+        list(manifest["outputs"]["classes"]), manifest["parameters"]["kind"])
+
+
+__all__ = ["DecodingResult", "inner_validation", "linear_baseline", "load_decoding",
+           "load_trained", "run_decoding"]

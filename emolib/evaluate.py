@@ -1,0 +1,203 @@
+"""Honest evaluation: ROC/AUC per class, CIs, baselines in the same folds, a time-aware null.
+
+Metrics come from scikit-learn (``roc_auc_score``, ``roc_curve``, ``balanced_accuracy_score``,
+``confusion_matrix``). Confidence intervals come from a *cluster* bootstrap over movie moments:
+volumes of different subjects at the same moment are not independent, so moments, not
+volumes, are resampled. The permutation null shifts the labels cyclically along movie time
+within each test fold, which keeps their autocorrelation (the episode structure) intact while
+breaking their alignment with the predictions; the model is fixed, so the null asks whether
+its held-out predictions follow the labels beyond what the label sequence alone explains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    roc_auc_score,
+    roc_curve,
+)
+
+
+def auc_per_class(y: np.ndarray, probs: np.ndarray, n_classes: int) -> np.ndarray:
+    """One-vs-rest ROC AUC of each class (NaN for a class absent from ``y`` or alone in it)."""
+    out = np.full(n_classes, np.nan)
+    for c in range(n_classes):
+        pos = y == c
+        if 0 < pos.sum() < len(y):
+            out[c] = roc_auc_score(pos, probs[:, c])
+    return out
+
+
+def macro_auc(y: np.ndarray, probs: np.ndarray, n_classes: int,
+              folds: np.ndarray | None = None) -> float:
+    """Macro one-vs-rest AUC; with ``folds``, computed within each fold and averaged
+    (weighted by fold size).
+
+    Why within folds: a model's scores carry a fold-specific offset per class (it learns the
+    class frequencies of its training set, and with a class-balanced sample table the test
+    fold's frequencies are the complement of the training fold's). Pooling scores across folds
+    then mixes offsets and biases the AUC *below* 0.5 even on null data; AUC within a fold is
+    immune to an offset that is constant within the fold.
+    """
+    if folds is None:
+        auc = auc_per_class(y, probs, n_classes)
+        return float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+    values, weights = [], []
+    for f in np.unique(folds):
+        sel = folds == f
+        auc = auc_per_class(y[sel], probs[sel], n_classes)
+        if np.isfinite(auc).any():
+            values.append(np.nanmean(auc))
+            weights.append(sel.sum())
+    return float(np.average(values, weights=weights)) if values else float("nan")
+
+
+def fold_metrics(y: np.ndarray, probs: np.ndarray, folds: np.ndarray,
+                 classes: list[str]) -> pd.DataFrame:
+    """One row per fold: test size, macro AUC, balanced accuracy and per-class AUCs."""
+    rows = []
+    for f in pd.unique(folds):
+        sel = folds == f
+        m = classification_metrics(y[sel], probs[sel], classes)
+        rows.append({"fold": f, "n_test": int(sel.sum()), "macro_auc": m["macro_auc"],
+                     "balanced_accuracy": m["balanced_accuracy"],
+                     **{f"auc {c}": v for c, v in m["auc"].items()}})
+    return pd.DataFrame(rows)
+
+
+def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Per-class AUC, macro AUC, accuracy, balanced accuracy and the confusion matrix.
+
+    Returns
+    -------
+    dict
+        ``auc`` (class -> AUC), ``macro_auc`` (mean over classes present), ``accuracy``,
+        ``balanced_accuracy``, ``confusion`` (DataFrame, rows true, columns predicted).
+    """
+    y = np.asarray(y)
+    n = len(classes)
+    auc = auc_per_class(y, probs, n)
+    pred = probs.argmax(axis=1)
+    return {
+        "auc": dict(zip(classes, auc, strict=True)),
+        "macro_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan"),
+        "accuracy": float((pred == y).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "confusion": pd.DataFrame(confusion_matrix(y, pred, labels=range(n)), index=classes,
+                                  columns=classes),
+    }
+
+
+def roc_curves(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One-vs-rest ROC curve points of every class (columns class, fpr, tpr, auc)."""
+    rows = []
+    for c, name in enumerate(classes):
+        pos = np.asarray(y) == c
+        if not 0 < pos.sum() < len(pos):
+            continue
+        fpr, tpr, _ = roc_curve(pos, probs[:, c])
+        auc = roc_auc_score(pos, probs[:, c])
+        rows.append(pd.DataFrame({"class": name, "fpr": fpr, "tpr": tpr, "auc": auc}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["class", "fpr", "tpr", "auc"])
+
+
+def cluster_bootstrap(
+    y: np.ndarray, probs: np.ndarray, clusters: np.ndarray, n_classes: int,
+    n_boot: int = 1000, seed: int = 0, level: float = 0.95, folds: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Bootstrap CIs of the macro AUC, per-class AUCs and balanced accuracy.
+
+    Clusters (movie moments) are resampled with replacement, within each fold when ``folds``
+    is given; every sample of a drawn cluster enters. The macro AUC is the fold-averaged one
+    of :func:`macro_auc` when ``folds`` is given. Returns one row per metric with
+    ``estimate``, ``low``, ``high`` and ``se``.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    folds_arr = np.zeros(len(y), dtype=int) if folds is None else np.asarray(folds)
+    groups = []  # per fold: list of member index arrays of its clusters
+    for f in pd.unique(folds_arr):
+        sel = np.flatnonzero(folds_arr == f)
+        uniq, inv = np.unique(np.asarray(clusters)[sel], return_inverse=True)
+        groups.append([sel[inv == k] for k in range(len(uniq))])
+
+    def stats(idx):
+        auc = auc_per_class(y[idx], probs[idx], n_classes)
+        ba = balanced_accuracy_score(y[idx], probs[idx].argmax(1)) if idx.size else np.nan
+        macro = macro_auc(y[idx], probs[idx], n_classes,
+                          None if folds is None else folds_arr[idx])
+        return np.r_[macro, auc, ba]
+
+    point = stats(np.arange(len(y)))
+    draws = np.empty((n_boot, point.size))
+    for b in range(n_boot):
+        picks = [members[k] for members in groups
+                 for k in rng.integers(len(members), size=len(members))]
+        draws[b] = stats(np.concatenate(picks))
+    alpha = (1 - level) / 2
+    names = ["macro_auc", *[f"auc[{c}]" for c in range(n_classes)], "balanced_accuracy"]
+    return pd.DataFrame({
+        "metric": names, "estimate": point,
+        "low": np.nanquantile(draws, alpha, axis=0),
+        "high": np.nanquantile(draws, 1 - alpha, axis=0),
+        "se": np.nanstd(draws, axis=0, ddof=1),
+    })
+
+
+def cyclic_shift_labels(y: np.ndarray, times: np.ndarray, rng: np.random.Generator,
+                        min_shift: float = 0.1) -> np.ndarray:
+    """Shift labels cyclically along movie time: each movie moment takes the label of the
+    moment ``k`` places later (``k`` drawn away from 0 by at least ``min_shift`` of the
+    moments), all samples of a moment alike."""
+    moments, inv = np.unique(times, return_inverse=True)
+    first = np.array([np.flatnonzero(inv == k)[0] for k in range(len(moments))])
+    labels = y[first]
+    m = len(moments)
+    lo = max(1, int(np.ceil(min_shift * m)))
+    hi = max(lo + 1, m - lo + 1)
+    k = int(rng.integers(lo, hi)) if m > 1 else 0
+    return np.roll(labels, k)[inv]
+
+
+@dataclass
+class PermutationResult:
+    """Observed score, null distribution and p-value of a permutation test."""
+
+    observed: float
+    null: np.ndarray
+    p_value: float
+
+
+def permutation_test(
+    y: np.ndarray, probs: np.ndarray, times: np.ndarray, folds: np.ndarray, n_classes: int,
+    n_permutations: int = 1000, seed: int = 0,
+) -> PermutationResult:
+    """Time-aware permutation test of the fold-averaged macro AUC of held-out predictions.
+
+    Within every fold the labels are shifted cyclically along movie time
+    (:func:`cyclic_shift_labels`); the score is :func:`macro_auc` within folds; the p-value
+    is ``(1 + #{null >= observed}) / (1 + n)``.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+
+    def score(labels):
+        return macro_auc(labels, probs, n_classes, folds)
+
+    observed = score(y)
+    null = np.empty(n_permutations)
+    fold_ids = np.unique(folds)
+    for i in range(n_permutations):
+        shuffled = y.copy()
+        for f in fold_ids:
+            sel = folds == f
+            shuffled[sel] = cyclic_shift_labels(y[sel], times[sel], rng)
+        null[i] = score(shuffled)
+    p = (1 + int((null >= observed).sum())) / (1 + n_permutations)
+    return PermutationResult(observed, null, p)
