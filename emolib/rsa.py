@@ -1675,3 +1675,59 @@ def calc_mantel(
         raise ValueError("alternative must be 'greater', 'less' or 'two-sided'")
     return MantelResult(stat, float(p), null, bool(exact), method, alternative)
 
+
+
+# --------------------------------------------------------------------------------------
+# result tables
+# --------------------------------------------------------------------------------------
+
+
+def collect_results(
+    table: pd.DataFrame,
+    zero_tests: pd.DataFrame | None = None,
+    noise_ceiling: pd.DataFrame | None = None,
+    *,
+    keys: Sequence[str] = ("subject", "roi", "layer"),
+    joint_name: str = "joint",
+) -> pd.DataFrame:
+    """One row per comparison: every method's value, the bootstrap CI, the tests, the ceiling.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Tidy comparison table of :func:`compare_table` (``method`` and ``value`` columns,
+        one or more methods).
+    zero_tests : pandas.DataFrame, optional
+        From :func:`calc_zero_tests`: adds ``boot_mean``, ``se``, ``ci_low``, ``ci_high``,
+        ``t`` (t-test only), ``p``, ``q``, ``significant`` (all of the tested method).
+    noise_ceiling : pandas.DataFrame, optional
+        From :func:`calc_noise_ceiling`: adds ``nc_lower``/``nc_upper`` per ROI to the rows of
+        single subjects (the ceiling bounds a single subject's RDM; rows whose subject is
+        ``joint_name`` get NaN).
+    keys : sequence of str, default=("subject", "roi", "layer")
+        Columns identifying a comparison.
+    joint_name : str, default="joint"
+        Subject label of the joint RDMs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``keys``, one column per method, then the columns above, in the table's row order.
+    """
+    keys = list(keys)
+    out = table.pivot_table(index=keys, columns="method", values="value", sort=False)
+    out = out.reset_index()
+    out.columns.name = None
+    if zero_tests is not None:
+        cols = [c for c in ("boot_mean", "se", "ci_low", "ci_high", "t", "p", "q", "significant")
+                if c in zero_tests.columns]
+        out = out.merge(zero_tests[keys + cols], on=keys, how="left")
+    if noise_ceiling is not None:
+        by = keys[1]
+        nc = noise_ceiling[[by, "lower", "upper"]].rename(
+            columns={"lower": "nc_lower", "upper": "nc_upper"}
+        )
+        out = out.merge(nc, on=by, how="left")
+        if "subject" in out.columns:
+            out.loc[out["subject"] == joint_name, ["nc_lower", "nc_upper"]] = np.nan
+    return out

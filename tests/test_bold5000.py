@@ -216,3 +216,73 @@ def test_resnet50_rdms_from_a_folder_of_images(tmp_path, monkeypatch):
     empty.mkdir()
     with pytest.raises(InputDataError, match="no images"):
         bold5000.calc_resnet50_rdms(empty)
+
+
+# ------------------------------------------------------------------ the chapter's inputs
+
+
+def test_obtain_bold5000_generates_once_then_reuses(tmp_path):
+    src = bold5000.obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12, seed=1)
+    assert src.generated and src.folder == tmp_path / "synthetic" / "smoke" / "bold5000"
+    assert src.truth["n_images"] == 12 and src.data.subjects == list(bold5000.SUBJECTS)
+    assert {p.name for p in src.input_files} == {
+        "resnet50_layers.h5", "CSI1_rois.h5", "CSI2_rois.h5", "CSI3_rois.h5", "truth.json"}
+    again = bold5000.obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12,
+                                     seed=1)
+    assert not again.generated
+    np.testing.assert_array_equal(again.data.layers.dissimilarities,
+                                  src.data.layers.dissimilarities)
+    other = bold5000.obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12,
+                                     seed=2, subjects=("CSI1", "CSI2"))
+    assert other.generated and other.data.subjects == ["CSI1", "CSI2"]
+    assert not (other.folder / "CSI3_rois.h5").exists()  # stale files of the older run go
+    # files: a folder read as is, a subset of subjects, a missing subject named
+    files = bold5000.obtain_bold5000("files", "paper", bold5000_dir=other.folder,
+                                     subjects=("CSI2",))
+    assert not files.generated and files.data.subjects == ["CSI2"]
+    assert files.truth["seed"] == 2
+    with pytest.raises(InputDataError, match="CSI3"):
+        bold5000.obtain_bold5000("files", "paper", bold5000_dir=other.folder)
+    with pytest.raises(ValueError, match="bold5000_dir"):
+        bold5000.obtain_bold5000("files", "paper")
+    with pytest.raises(ValueError, match="source"):
+        bold5000.obtain_bold5000("download", "paper")
+
+
+def test_summarize_bold5000_shows_each_file_has_its_own_order(tmp_path):
+    generate_bold5000(tmp_path, n_images=10, seed=0)
+    summary = bold5000.summarize_bold5000(bold5000.load_bold5000(tmp_path))
+    assert list(summary.index) == ["resnet50_layers.h5", "CSI1_rois.h5", "CSI2_rois.h5",
+                                   "CSI3_rois.h5"]
+    assert (summary["images"] == 10).all() and summary["same images as layers"].all()
+    assert summary["same order as layers"].tolist() == [True, False, False, False]
+    assert summary.loc["CSI1_rois.h5", "rdms"].startswith("LHEarlyVis, LHLOC")
+
+
+def test_best_layers_and_recovery_of_the_planted_hierarchy():
+    sim = simulate_bold5000_rdms(50, seed=0)
+    rois = list(sim.rois.values())
+    joint = rsa.calc_joint_rdms(rois)
+    table = rsa.compare_table(sim.layers, [*rois, joint], ("corr", "spearman"))
+    with pytest.raises(ValueError, match="several methods"):
+        bold5000.find_best_layers(table)
+    boot = rsa.bootstrap_compare(sim.layers, [*rois, joint], n_bootstrap=50, seed=0)
+    pairs = rsa.calc_pair_tests(boot, fdr_by="subject")
+    best = bold5000.find_best_layers(table, method="corr", pair_tests=pairs)
+    assert len(best) == 40 and (best["margin"] >= 0).all()
+    assert set(best.columns) >= {"best_layer", "runner_up", "q_vs_runner_up", "clear"}
+    one = best[(best["subject"] == "joint") & (best["roi"] == "LHPPA")].iloc[0]
+    sel = table[(table["subject"] == "joint") & (table["roi"] == "LHPPA")
+                & (table["method"] == "corr")].sort_values("value")
+    assert one["best_layer"] == sel["layer"].iloc[-1] and one["runner_up"] == sel["layer"].iloc[-2]
+    q = pairs[(pairs["subject"] == "joint") & (pairs["roi"] == "LHPPA")
+              & ({one["best_layer"], one["runner_up"]} == pairs[["layer_a", "layer_b"]].apply(
+                  set, axis=1))]["q"].iloc[0]
+    assert one["q_vs_runner_up"] == pytest.approx(q)
+    rec = bold5000.check_recovery(best, sim.truth["best_layer"])
+    assert list(rec.index) == list(bold5000.ROIS)
+    assert list(rec.columns) == ["planted", "CSI1", "CSI2", "CSI3", "joint", "matches"]
+    assert (rec["joint"] == rec["planted"]).all()  # the planted hierarchy is recovered
+    assert rec["matches"].between(0, 4).all() and rec["matches"].sum() >= 30
+    null = bold5000.check_recovery(best, {r: None for r in bold5000.ROIS})
+    assert (null["matches"] == 0).all()

@@ -407,3 +407,25 @@ def test_null_data_show_no_correspondence():
     zero = rsa.calc_zero_tests(boot)
     assert not zero["significant"].any()
     assert zero["value"].abs().max() < 0.2
+
+
+# ------------------------------------------------------------------ result tables
+
+
+def test_collect_results_one_row_per_comparison():
+    sim = simulate_bold5000_rdms(20, seed=0, subjects=("CSI1", "CSI2"))
+    rois = list(sim.rois.values())
+    joint = rsa.calc_joint_rdms(rois)
+    table = rsa.compare_table(sim.layers, [*rois, joint], ("corr", "spearman"))
+    boot = rsa.bootstrap_compare(sim.layers, [*rois, joint], n_bootstrap=30, seed=0)
+    zero = rsa.calc_zero_tests(boot)
+    nc = rsa.calc_noise_ceiling(rois)
+    out = rsa.collect_results(table, zero, nc)
+    assert len(out) == 3 * 10 * 5
+    assert list(out.columns[:5]) == ["subject", "roi", "layer", "corr", "spearman"]
+    assert {"ci_low", "ci_high", "p", "q", "significant", "nc_lower", "nc_upper"} <= set(out)
+    np.testing.assert_allclose(out["corr"], zero["value"], atol=1e-6)  # same rows and order
+    assert out.loc[out["subject"] == "joint", "nc_upper"].isna().all()
+    first = out[(out["subject"] == "CSI1") & (out["roi"] == "LHLOC")]["nc_lower"]
+    assert (first == nc.set_index("roi").loc["LHLOC", "lower"]).all()
+    assert rsa.collect_results(table).shape == (150, 5)
