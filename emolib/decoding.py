@@ -228,6 +228,36 @@ def run_decoding(
     return DecodingResult(folder, predictions, history, fold_table, classes, kind)
 
 
+def summarize_decoding(result: DecodingResult, n_boot: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> pd.DataFrame:
+    """One row per model: fold-averaged macro AUC and balanced accuracy with cluster-bootstrap
+    CIs (movie moments resampled within folds), and per-class AUCs (within folds, averaged).
+    """
+    from emolib.evaluate import cluster_bootstrap, fold_metrics
+
+    rows = []
+    for model in [m for m in MODELS if m in set(result.predictions["model"])]:
+        y, p, meta = result.probs(model)
+        folds = meta["fold"].to_numpy()
+        ci = cluster_bootstrap(y, p, meta["movie_time"].to_numpy(), len(result.classes),
+                               n_boot=n_boot, seed=seed, level=level, folds=folds)
+        ci = ci.set_index("metric")
+        per_fold = fold_metrics(y, p, folds, result.classes)
+        w = per_fold["n_test"].to_numpy()
+        row = {"split": result.kind, "model": model,
+               "macro_auc": ci.loc["macro_auc", "estimate"],
+               "auc_low": ci.loc["macro_auc", "low"], "auc_high": ci.loc["macro_auc", "high"],
+               "balanced_accuracy": ci.loc["balanced_accuracy", "estimate"],
+               "bacc_low": ci.loc["balanced_accuracy", "low"],
+               "bacc_high": ci.loc["balanced_accuracy", "high"]}
+        for c in result.classes:
+            vals = per_fold[f"auc {c}"].to_numpy()
+            ok = np.isfinite(vals)
+            row[f"auc {c}"] = float(np.average(vals[ok], weights=w[ok])) if ok.any() else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def load_decoding(folder: str | os.PathLike) -> DecodingResult:
     """Open the outputs of :func:`run_decoding`."""
     folder = Path(folder)
@@ -239,4 +269,4 @@ def load_decoding(folder: str | os.PathLike) -> DecodingResult:
 
 
 __all__ = ["DecodingResult", "inner_validation", "linear_baseline", "load_decoding",
-           "load_trained", "run_decoding"]
+           "load_trained", "run_decoding", "summarize_decoding"]

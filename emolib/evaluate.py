@@ -11,6 +11,7 @@ its held-out predictions follow the labels beyond what the label sequence alone 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,13 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Balanced accuracy over the classes present in ``y`` (silent when a fold lacks some)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(y, pred))
 
 
 def auc_per_class(y: np.ndarray, probs: np.ndarray, n_classes: int) -> np.ndarray:
@@ -87,7 +95,7 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str])
         "auc": dict(zip(classes, auc, strict=True)),
         "macro_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan"),
         "accuracy": float((pred == y).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "balanced_accuracy": _balanced_accuracy(y, pred),
         "confusion": pd.DataFrame(confusion_matrix(y, pred, labels=range(n)), index=classes,
                                   columns=classes),
     }
@@ -129,7 +137,7 @@ def cluster_bootstrap(
 
     def stats(idx):
         auc = auc_per_class(y[idx], probs[idx], n_classes)
-        ba = balanced_accuracy_score(y[idx], probs[idx].argmax(1)) if idx.size else np.nan
+        ba = _balanced_accuracy(y[idx], probs[idx].argmax(1)) if idx.size else np.nan
         macro = macro_auc(y[idx], probs[idx], n_classes,
                           None if folds is None else folds_arr[idx])
         return np.r_[macro, auc, ba]

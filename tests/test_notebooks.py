@@ -16,11 +16,19 @@ def test_every_notebook_is_in_the_smoke_profile():
     assert sorted(SMOKE["notebooks"]) == NOTEBOOKS
 
 
+@pytest.fixture(scope="module")
+def shared_dirs(tmp_path_factory):
+    """One data folder for the whole chain: later notebooks read what earlier ones wrote."""
+    root = tmp_path_factory.mktemp("book")
+    return root / "data", root / "book"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_with_smoke_profile(name, tmp_path):
-    params = {**notebook_parameters(SMOKE, name), "data_dir": str(tmp_path / "data")}
-    out = execute_notebook(name, params, output_dir=tmp_path / "book", progress=False)
+@pytest.mark.parametrize("name", NOTEBOOKS)  # in order: 01, 02, ...
+def test_notebook_runs_with_smoke_profile(name, shared_dirs):
+    data, book = shared_dirs
+    params = {**notebook_parameters(SMOKE, name), "data_dir": str(data)}
+    out = execute_notebook(name, params, output_dir=book, progress=False)
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
@@ -28,8 +36,8 @@ def test_notebook_runs_with_smoke_profile(name, tmp_path):
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "data_dir" in injected[0].source
     # the stage wrote its manifest under the data folder given as a parameter
-    manifests = list((tmp_path / "data" / "derived" / "smoke").glob("*/manifest.json"))
-    assert manifests
+    manifests = list((data / "derived" / "smoke" / name).rglob("manifest.json"))
+    assert manifests, f"{name} wrote no manifest under {data}"
     assert json.loads(manifests[0].read_text())["parameters"]
 
 

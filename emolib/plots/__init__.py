@@ -1,6 +1,7 @@
 """Figure helpers. Each returns a matplotlib or plotly Figure and never calls ``show``.
 
 - :mod:`emolib.plots.labels`  labels over the movie, class counts, data-prep views
+- :mod:`emolib.plots.decoding` learning curves, ROC per fold, confusion, null, leakage
 - :mod:`emolib.plots.rsa`     layer x ROI heatmaps, system bars, hierarchy, radar, 3D surface
 - :func:`configure_plotly`    plotly output that renders offline in the book and in notebooks
 """
@@ -52,6 +53,13 @@ def configure_plotly() -> str:
     return pio.renderers.default
 
 
+from emolib.plots.decoding import (  # noqa: E402
+    plot_confusion,
+    plot_leakage,
+    plot_learning_curves,
+    plot_null,
+    plot_roc_by_fold,
+)
 from emolib.plots.labels import (  # noqa: E402
     class_palette,
     plot_class_counts,
@@ -71,6 +79,7 @@ from emolib.plots.rsa import (  # noqa: E402
 
 __all__ = [
     "OfflineHtmlRenderer", "class_palette", "configure_plotly", "plot_class_counts",
+    "plot_confusion", "plot_leakage", "plot_learning_curves", "plot_null", "plot_roc_by_fold",
     "plot_hierarchy_alignment", "plot_joint_heatmap", "plot_label_status",
     "plot_label_timeline", "plot_labels_by_run", "plot_mean_epis", "plot_radar",
     "plot_roi_layer_heatmaps", "plot_rsa_surface", "plot_system_bars",
