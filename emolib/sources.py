@@ -97,9 +97,10 @@ def obtain_dataset(
             raise ValueError("source='bids' needs annotations_dir (the Labs et al. raw/ folder)")
         return DatasetSource(Path(bids_dir).expanduser().resolve(), ann, True, None)
     out = get_data_dir(data_dir) / "synthetic" / profile
+    # the pipeline owns this folder: regenerate it when the parameters changed
     generate_studyforrest(out, timing=timing, annotations_dir=ann,
                           annotation_pattern=annotation_pattern, progress=progress,
-                          **generator_options)
+                          overwrite="changed", **generator_options)
     if ann is None:
         return DatasetSource(out / "ds000113", out / "annotations", False, out)
     return DatasetSource(out / "ds000113", ann, True, out)

@@ -103,6 +103,8 @@ def test_reuse_and_parameter_mismatch(tmp_path):
     with pytest.raises(FileExistsError, match="other parameters"):
         generate_studyforrest(tmp_path / "d", **{**kw, "n_subjects": 2})
     assert not (tmp_path / "d.partial").exists()
+    generate_studyforrest(tmp_path / "d", **{**kw, "n_subjects": 2}, overwrite="changed")
+    assert read_truth(out)["parameters"]["n_subjects"] == 2
 
 
 def test_real_annotations_drive_the_labels(tmp_path, real_annotations_dir):

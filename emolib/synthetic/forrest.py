@@ -192,7 +192,7 @@ def generate_studyforrest(
     region_radius: float | None = None,
     null: bool = False,
     seed: int = 0,
-    overwrite: bool = False,
+    overwrite: bool | str = False,
     progress: bool = True,
 ) -> Path:
     """Write a ds000113-shaped dataset with emotion-driven responses in planted regions.
@@ -226,9 +226,10 @@ def generate_studyforrest(
         Plant nothing: the data then carry no information about the labels.
     seed : int, default=0
         Seed of everything random.
-    overwrite : bool, default=False
-        Replace an existing ``out_dir``; otherwise an existing complete dataset with the same
-        parameters is reused, and one with other parameters is an error.
+    overwrite : bool or "changed", default=False
+        ``True`` replaces an existing ``out_dir``. Otherwise an existing complete dataset with
+        the same parameters is reused; one with other parameters is an error, or, with
+        ``"changed"``, is replaced (for folders the pipeline owns).
     progress : bool, default=True
         Show a progress bar.
 
@@ -254,14 +255,16 @@ def generate_studyforrest(
     }
     truth_file = out_dir / "truth" / "generation.json"
     if out_dir.exists():
-        if overwrite:
+        if overwrite is True:
             shutil.rmtree(out_dir)
         elif truth_file.is_file():
             done = json.loads(truth_file.read_text())
             if done.get("parameters") == params:
                 return out_dir
-            raise FileExistsError(f"{out_dir} holds a dataset generated with other parameters;"
-                                  " pass overwrite=True or choose another folder")
+            if overwrite != "changed":
+                raise FileExistsError(f"{out_dir} holds a dataset generated with other "
+                                      "parameters; pass overwrite=True or choose another folder")
+            shutil.rmtree(out_dir)
         elif any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} exists and is not a generated dataset")
     rng = np.random.default_rng(seed)
