@@ -10,14 +10,13 @@ PROFILE ?= demo
 # pip on the project's build machines warns about missing local mirror folders; hide that noise.
 PIPFILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: book test smoke venv clean
+.PHONY: book test smoke venv clean chromium
 
 venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	@echo ">> creating $(VENV) and installing requirements (first run only, a few minutes)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip 2>&1 | $(PIPFILTER)
 	$(PY) -m pip install --quiet -r requirements.txt 2>&1 | $(PIPFILTER)
 	$(PY) -m pip install --quiet --no-deps -e . 2>&1 | $(PIPFILTER)
 	touch $(STAMP)
@@ -30,9 +29,16 @@ book: $(STAMP)
 smoke: $(STAMP)
 	$(PY) -m emolib.runner --profile smoke
 
-## Run the test suite (offline, seeded; runs every notebook with the smoke profile).
-test: $(STAMP)
+## Run the test suite (offline, seeded; runs every notebook with the smoke profile, builds the
+## smoke book and opens every page in headless Chromium, installed here where it is missing).
+test: $(STAMP) chromium
 	$(PY) -m pytest
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo ">> installing Chromium for the browser test (apt-get)"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	  echo ">> could not install Chromium: the browser test will be skipped"; }
 
 clean:
 	rm -rf book/_build book/*.ipynb data/derived data/synthetic

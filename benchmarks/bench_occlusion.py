@@ -122,6 +122,7 @@ def main() -> None:
           f"{ours_rate:10.1f} windows/s")  # fmt: skip
     print(f"captum Occlusion     : {t_captum:8.3f} s  {captum_rate:10.2f} windows/s")
     print(f"ratio (ours faster)  : {ours_rate / captum_rate:.1f}x")
+    print(f"RATIO occlusion speed-up emolib / captum = {ours_rate / captum_rate:.2f}")
     print(f"max |map diff|       : {diff:.2e}  (max |map| {np.abs(ref).max():.2e}, "
           f"base p {res.base_prob[0]:.4f})")  # fmt: skip
     assert np.all(res2.maps == res.maps)

@@ -31,13 +31,25 @@ def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
         return float(balanced_accuracy_score(y, pred))
 
 
+#: Scores are rounded to this many decimals before ranking (see :func:`auc_per_class`).
+SCORE_DECIMALS = 4
+
+
 def auc_per_class(y: np.ndarray, probs: np.ndarray, n_classes: int) -> np.ndarray:
-    """One-vs-rest ROC AUC of each class (NaN for a class absent from ``y`` or alone in it)."""
+    """One-vs-rest ROC AUC of each class (NaN for a class absent from ``y`` or alone in it).
+
+    Probabilities are rounded to :data:`SCORE_DECIMALS` decimals first. A network that
+    learned nothing outputs the same probabilities for every volume up to float32 rounding
+    (differences of 1e-7 to 1e-5 that depend on how the volumes were batched, hence on their
+    order in time); ranking such noise would give AUCs that are not 0.5 and a null that is
+    too narrow. Rounded, those become ties (AUC 0.5); real differences are far larger.
+    """
     out = np.full(n_classes, np.nan)
+    scores = np.round(np.asarray(probs, dtype=float), SCORE_DECIMALS)
     for c in range(n_classes):
         pos = y == c
         if 0 < pos.sum() < len(y):
-            out[c] = roc_auc_score(pos, probs[:, c])
+            out[c] = roc_auc_score(pos, scores[:, c])
     return out
 
 

@@ -23,6 +23,15 @@ module adds over rsatoolbox, each proven against it in ``tests/test_rsa.py``:
   between layers with FDR correction, the Mantel permutation test (exact for small RDMs),
   and RDMs of torch model layers (forward hooks or torchvision's
   ``create_feature_extractor``) and of brain ROIs (nilearn maskers).
+- **A network trained on brain data against the brain** (chapter 04): held-out volumes are
+  grouped into patterns with ids shared across subjects (:func:`define_patterns`: class
+  means, or label x movie-time moments), averaged (:func:`average_patterns`) and centred
+  within folds (:func:`center_patterns`) per subject for the ROIs
+  (:func:`calc_brain_rdms`) and, through each volume's own fold model, for the layers
+  (:func:`calc_network_rdms`). Pairs of patterns from different folds (different networks)
+  can be blanked (:func:`restrict_pairs`); NaN entries are dropped by every comparison, the
+  bootstrap and the noise ceiling, as in rsatoolbox. Per-subject bootstraps are joined with
+  :func:`concat_bootstraps`; :func:`calc_group_contrast` compares ROI groups layer by layer.
 """
 
 from __future__ import annotations
@@ -764,7 +773,8 @@ def _reduce_activation(t: Any, reduce: str | int):
         return t.mean(dim=tuple(range(2, t.ndim)))
     if isinstance(reduce, int):
         pool = {3: F.adaptive_avg_pool1d, 4: F.adaptive_avg_pool2d, 5: F.adaptive_avg_pool3d}
-        return pool[t.ndim](t, reduce).reshape(t.shape[0], -1)
+        size = tuple(min(reduce, s) for s in t.shape[2:])  # never upsample a small layer
+        return pool[t.ndim](t, size if t.ndim > 3 else size[0]).reshape(t.shape[0], -1)
     raise ValueError(f"reduce must be 'flatten', 'mean' or an int, not {reduce!r}")
 
 
@@ -794,7 +804,8 @@ def extract_activations(
         Batch size when ``inputs`` is one tensor/array.
     reduce : {"flatten", "mean"} or int, default="flatten"
         ``"flatten"`` keeps every unit; ``"mean"`` averages over spatial dimensions;
-        an int average-pools every spatial dimension to that size first (memory at scale).
+        an int average-pools every spatial dimension to at most that size first (memory at
+        scale; a dimension that is already smaller is kept, never upsampled).
     backend : {"hooks", "fx"}, default="hooks"
         Forward hooks on modules, or torchvision's ``create_feature_extractor``.
     device : str, optional
@@ -1345,6 +1356,56 @@ def bootstrap_compare(
     )
 
 
+def concat_bootstraps(results: Sequence[BootstrapResult]) -> BootstrapResult:
+    """Put bootstrap results of the same layers side by side (data columns concatenated).
+
+    For analyses where every subject has its own model RDMs (chapter 04: the CNN sees each
+    subject's own volumes), :func:`bootstrap_compare` runs once per subject; this joins the
+    runs into one result for :func:`calc_zero_tests`, :meth:`BootstrapResult.aggregate` and
+    the figures. Pass the same ``seed`` (or ``pattern_samples``) and the same pattern order
+    to every run to keep the bootstrap paired across subjects.
+
+    Parameters
+    ----------
+    results : sequence of BootstrapResult
+        Same method, model names, number of patterns and number of samples.
+
+    Returns
+    -------
+    BootstrapResult
+        ``pattern_samples`` is kept when all runs drew the same patterns, else None.
+
+    Raises
+    ------
+    ValueError
+        If the runs are not comparable.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("no bootstrap results to concatenate")
+    first = results[0]
+    for r in results[1:]:
+        same = (r.method == first.method and list(r.model_names) == list(first.model_names)
+                and r.n_patterns == first.n_patterns and r.n_bootstrap == first.n_bootstrap
+                and r.model_descriptor == first.model_descriptor)
+        if not same:
+            raise ValueError("bootstrap results differ in method, models, patterns or samples")
+    draws = first.pattern_samples
+    if draws is not None and not all(
+        r.pattern_samples is not None and np.array_equal(r.pattern_samples, draws)
+        for r in results[1:]
+    ):
+        draws = None
+    return BootstrapResult(
+        first.method,
+        np.concatenate([r.point for r in results], axis=1),
+        np.concatenate([r.samples for r in results], axis=2),
+        list(first.model_names),
+        pd.concat([r.data_labels for r in results], ignore_index=True),
+        first.model_descriptor, first.n_patterns, draws,
+    )
+
+
 # --------------------------------------------------------------------------------------
 # noise ceiling
 # --------------------------------------------------------------------------------------
@@ -1509,6 +1570,28 @@ def calc_zero_tests(
     return frame
 
 
+def _difference_test(
+    diffs: np.ndarray, n_patterns: int, test_type: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Standard error and two-sided p of bootstrap differences (axis 0: samples).
+
+    rsatoolbox's pair tests: a t-test of the mean difference with the corrected bootstrap
+    variance and ``n_patterns - 1`` degrees of freedom, or the bootstrap proportion test of
+    ``rsatoolbox.util.inference_util.bootstrap_pair_tests`` (ties left out).
+    """
+    se = np.sqrt(diffs.var(axis=0, ddof=1) * _variance_correction(n_patterns))
+    if test_type == "t-test":
+        t = diffs.mean(axis=0) / np.sqrt(np.maximum(se**2, np.finfo(float).eps))
+        p = 2 * scipy.stats.t.sf(np.abs(t), n_patterns - 1)
+    elif test_type == "bootstrap":
+        n = diffs.shape[0]
+        prop = (diffs < 0).sum(axis=0) / (n - (diffs == 0).sum(axis=0))
+        p = (n - 1) / n * np.minimum(prop, 1 - prop) * 2 + 1 / n
+    else:
+        raise ValueError("test_type must be 't-test' or 'bootstrap'")
+    return se, p
+
+
 def calc_pair_tests(
     boot: BootstrapResult,
     *,
@@ -1541,16 +1624,7 @@ def calc_pair_tests(
     n_model = len(boot.model_names)
     ia, ib = np.triu_indices(n_model, 1)
     diffs = s[:, ia, :] - s[:, ib, :]  # (n_boot, n_pairs, n_data)
-    se = np.sqrt(diffs.var(axis=0, ddof=1) * _variance_correction(boot.n_patterns))
-    if test_type == "t-test":
-        t = diffs.mean(axis=0) / np.sqrt(np.maximum(se**2, np.finfo(float).eps))
-        p = 2 * scipy.stats.t.sf(np.abs(t), boot.n_patterns - 1)
-    elif test_type == "bootstrap":
-        n = s.shape[0]
-        prop = (s[:, ia, :] < s[:, ib, :]).sum(axis=0) / (n - (diffs == 0).sum(axis=0))
-        p = (n - 1) / n * np.minimum(prop, 1 - prop) * 2 + 1 / n
-    else:
-        raise ValueError("test_type must be 't-test' or 'bootstrap'")
+    se, p = _difference_test(diffs, boot.n_patterns, test_type)
     name = boot.model_descriptor
     rows = []
     for r in range(len(boot.data_labels)):
@@ -1562,6 +1636,82 @@ def calc_pair_tests(
                  "diff": boot.point[ia[k], r] - boot.point[ib[k], r],
                  "se": se[k, r], "p": p[k, r]}
             )
+    frame = pd.DataFrame(rows)
+    fam = None if fdr_by is None else frame[fdr_by].to_numpy()
+    frame["q"] = _fdr(frame["p"].to_numpy(), fam)
+    frame["significant"] = frame["q"] < alpha
+    return frame
+
+
+def calc_group_contrast(
+    boot: BootstrapResult,
+    a: Any,
+    b: Any,
+    *,
+    by: str = "roi",
+    test_type: str = "t-test",
+    alpha: float = 0.05,
+    level: float = 0.95,
+    fdr_by: str | None = None,
+) -> pd.DataFrame:
+    """Compare two data columns (e.g. two ROI groups) for every layer, on the paired bootstrap.
+
+    Typically after :meth:`BootstrapResult.aggregate` has averaged ROIs into groups, e.g.
+    planted regions against control parcels: is the network more similar to one group than
+    to the other?
+
+    Parameters
+    ----------
+    boot : BootstrapResult
+        Bootstrap whose data labels hold ``a`` and ``b`` in column ``by`` (once per value of
+        the other label columns, e.g. once per subject).
+    a, b : any
+        The two values of ``by`` compared (difference ``a - b``).
+    by : str, default="roi"
+        Data label holding ``a`` and ``b``.
+    test_type : {"t-test", "bootstrap"}, default="t-test"
+        As :func:`calc_pair_tests`: a two-sided t-test of the difference with the corrected
+        bootstrap variance (``n_patterns - 1`` dof), or the bootstrap proportion test.
+    alpha : float, default=0.05
+        FDR level for ``significant``.
+    level : float, default=0.95
+        Level of the percentile interval of the difference.
+    fdr_by : str, optional
+        Column defining separate FDR families (e.g. ``"subject"``); default one family.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The other data labels, the model descriptor, ``a``, ``b``, ``diff`` (point),
+        ``ci_low``, ``ci_high``, ``se``, ``p``, ``q``, ``significant``.
+    """
+    labels = boot.data_labels
+    if by not in labels.columns:
+        raise ValueError(f"the bootstrap has no data label {by!r}")
+    rest = [c for c in labels.columns if c != by]
+    s = boot.samples[np.isfinite(boot.samples).all(axis=(1, 2))]
+    cut = (1 - level) / 2 * 100
+    name = boot.model_descriptor
+    rows = []
+    keys = labels[rest].drop_duplicates() if rest else pd.DataFrame(index=[0])
+    for _, key in keys.iterrows():
+        sel = np.ones(len(labels), dtype=bool)
+        for c in rest:
+            sel &= (labels[c] == key[c]).to_numpy()
+        ia = np.flatnonzero(sel & (labels[by] == a).to_numpy())
+        ib = np.flatnonzero(sel & (labels[by] == b).to_numpy())
+        if len(ia) != 1 or len(ib) != 1:
+            raise ValueError(f"need exactly one column {by}={a!r} and one {by}={b!r} per "
+                             f"{dict(key[rest]) if rest else 'table'}")
+        diffs = s[:, :, ia[0]] - s[:, :, ib[0]]  # (n_boot, n_model)
+        point = boot.point[:, ia[0]] - boot.point[:, ib[0]]
+        se, p = _difference_test(diffs, boot.n_patterns, test_type)
+        lo = np.percentile(diffs, cut, axis=0)
+        hi = np.percentile(diffs, 100 - cut, axis=0)
+        for m, model in enumerate(boot.model_names):
+            rows.append({**{c: key[c] for c in rest}, name: model, "a": a, "b": b,
+                         "diff": point[m], "ci_low": lo[m], "ci_high": hi[m], "se": se[m],
+                         "p": p[m]})
     frame = pd.DataFrame(rows)
     fam = None if fdr_by is None else frame[fdr_by].to_numpy()
     frame["q"] = _fdr(frame["p"].to_numpy(), fam)
@@ -1730,4 +1880,312 @@ def collect_results(
         out = out.merge(nc, on=by, how="left")
         if "subject" in out.columns:
             out.loc[out["subject"] == joint_name, ["nc_lower", "nc_upper"]] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# patterns of held-out volumes: a network trained on brain data against the brain
+# --------------------------------------------------------------------------------------
+
+#: Pattern kinds of :func:`define_patterns`.
+PATTERN_KINDS = ("class", "moment")
+
+
+def define_patterns(
+    predictions: pd.DataFrame,
+    *,
+    kind: str = "moment",
+    moment_s: float = 10.0,
+    within_fold: bool = True,
+    pool_subjects: bool = False,
+    common: bool = True,
+    model: str | None = "cnn",
+) -> pd.DataFrame:
+    """Group held-out samples into RSA patterns, each with an id shared across subjects.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame
+        Held-out predictions of :func:`emolib.decoding.run_decoding` (columns ``fold``,
+        ``sample``, ``subject``, ``movie_time``, ``label``; ``model`` when ``model`` is
+        given).
+    kind : {"class", "moment"}, default="moment"
+        ``"class"``: one pattern per class (the original analysis: 5 class means).
+        ``"moment"``: one pattern per label and bin of ``moment_s`` seconds of movie time,
+        the mean of the volumes acquired then; the same movie moment has the same id in
+        every subject.
+    moment_s : float, default=10.0
+        Width of the movie-time bins of ``"moment"`` patterns (2 s: single volumes).
+    within_fold : bool, default=True
+        Patterns never mix test folds (the fold is part of the id, and ``block`` names the
+        fold). Each fold has its own network, whose units need not match another fold's, so
+        pairs of patterns from two folds are not comparable for the network
+        (:func:`restrict_pairs` blanks them).
+    pool_subjects : bool, default=False
+        Average over all subjects together (subject ``"all"``), as the original analysis.
+    common : bool, default=True
+        Keep only ids that every subject has (needed for joint RDMs and noise ceilings).
+    model : str, optional
+        Keep the rows of this model (predictions hold one row per sample and model).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per held-out sample: ``sample`` (row of the prepared volumes), ``subject``,
+        ``fold``, ``label``, ``movie_time``, ``id``, ``block``; sorted by subject, block,
+        time and label, so that every subject lists its ids in the same order.
+    """
+    if kind not in PATTERN_KINDS:
+        raise ValueError(f"kind must be one of {PATTERN_KINDS}, not {kind!r}")
+    rows = predictions
+    if model is not None and "model" in rows.columns:
+        rows = rows[rows["model"] == model]
+    out = rows[["sample", "subject", "fold", "label", "movie_time"]].copy()
+    out["subject"] = "all" if pool_subjects else out["subject"].astype(str)
+    out["block"] = out["fold"].astype(str) if within_fold else "all"
+    if kind == "class":
+        out["time"] = 0.0
+        out["id"] = out["label"].astype(str)
+    else:
+        if moment_s <= 0:
+            raise ValueError("moment_s must be positive")
+        out["time"] = np.floor(out["movie_time"] / moment_s) * moment_s
+        out["id"] = out["label"].astype(str) + " @" + out["time"].map("{:05.0f}s".format)
+    if within_fold:
+        out["id"] = out["block"] + " " + out["id"]
+    if common:
+        n_subjects = out["subject"].nunique()
+        keep = out.groupby("id")["subject"].nunique() == n_subjects
+        out = out[out["id"].isin(keep.index[keep])]
+    if out.empty:
+        raise ValueError("no pattern is left (no held-out sample, or no id shared by all "
+                         "subjects)")
+    out = out.sort_values(["subject", "block", "time", "label", "sample"], kind="stable")
+    return out.drop(columns="time").reset_index(drop=True)
+
+
+def _group_indicator(codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """float32 (n_groups, n) matrix with a 1 where row ``k`` belongs to group ``codes[k]``."""
+    indicator = np.zeros((n_groups, len(codes)), dtype=np.float32)
+    indicator[np.asarray(codes), np.arange(len(codes))] = 1.0
+    return indicator
+
+
+def average_patterns(x: ArrayLike, groups: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Average rows of ``x`` within groups.
+
+    Parameters
+    ----------
+    x : array-like, shape (n, ...)
+        Patterns (volumes, activations), one per row.
+    groups : array-like, shape (n,)
+        Group (pattern id) of every row.
+
+    Returns
+    -------
+    ids : numpy.ndarray
+        The groups, in order of first appearance.
+    means : numpy.ndarray, shape (n_groups, ...)
+        float32 group means (one matrix product with the group indicator).
+    """
+    x = np.asarray(x)
+    codes, ids = pd.factorize(np.asarray(groups), sort=False)
+    if len(codes) != x.shape[0]:
+        raise ValueError(f"{x.shape[0]} patterns but {len(codes)} group labels")
+    indicator = _group_indicator(codes, len(ids))
+    indicator /= indicator.sum(axis=1, keepdims=True)
+    means = indicator @ x.reshape(len(codes), -1).astype(np.float32, copy=False)
+    return np.asarray(ids), means.reshape(len(ids), *x.shape[1:])
+
+
+def center_patterns(x: ArrayLike, blocks: ArrayLike | None = None) -> np.ndarray:
+    """Centre every feature (voxel, unit) across patterns, within blocks.
+
+    Parameters
+    ----------
+    x : array-like, shape (n_patterns, ...)
+        Patterns, one per row.
+    blocks : array-like, shape (n_patterns,), optional
+        Block of every pattern (e.g. the test fold); each block is centred on its own mean
+        pattern. Default: one block.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 copy of ``x`` minus the mean pattern of its block. What all patterns of a
+        block share (the anatomy in every volume, a network's mean activation, a run's
+        offset) then no longer dominates their correlation distances.
+    """
+    x = np.array(x, dtype=np.float32, copy=True)
+    flat = x.reshape(len(x), -1)
+    codes = np.zeros(len(x), dtype=np.int64) if blocks is None else pd.factorize(
+        np.asarray(blocks))[0]
+    if len(codes) != len(x):
+        raise ValueError(f"{len(x)} patterns but {len(codes)} blocks")
+    for b in np.unique(codes):
+        rows = codes == b
+        flat[rows] -= flat[rows].mean(axis=0, dtype=np.float64).astype(np.float32)
+    return x
+
+
+def restrict_pairs(rdms: RDMs, key: str = "block") -> RDMs:
+    """Blank (NaN) the dissimilarities of pattern pairs from different blocks.
+
+    Parameters
+    ----------
+    rdms : rsatoolbox.rdm.RDMs
+        RDMs with a pattern descriptor ``key``.
+    key : str, default="block"
+        Pattern descriptor naming each pattern's block (e.g. the test fold).
+
+    Returns
+    -------
+    rsatoolbox.rdm.RDMs
+        ``rdms`` itself when all patterns share one block, else a copy whose pairs across
+        blocks are NaN. Comparisons (:func:`compare_vectors`, the bootstrap, the noise
+        ceiling) then use the pairs within blocks only, as rsatoolbox does with NaN entries.
+    """
+    if key not in rdms.pattern_descriptors:
+        raise ValueError(f"RDMs have no pattern descriptor {key!r}")
+    blocks = np.asarray(rdms.pattern_descriptors[key])
+    if len(np.unique(blocks)) < 2:
+        return rdms
+    i, j = np.triu_indices(rdms.n_cond, 1)
+    across = blocks[i] != blocks[j]
+    out = rdms.copy()
+    diss = out.dissimilarities.astype(np.result_type(out.dissimilarities.dtype, np.float32))
+    diss[:, across] = np.nan
+    out.dissimilarities = diss
+    return out
+
+
+def _with_blocks(rdms: RDMs, patterns: pd.DataFrame, within_blocks: bool) -> RDMs:
+    ids = np.asarray(rdms.pattern_descriptors["id"])
+    rdms.pattern_descriptors["block"] = _blocks_of(ids, patterns).tolist()
+    return restrict_pairs(rdms) if within_blocks else rdms
+
+
+def calc_brain_rdms(
+    volumes: np.ndarray,
+    patterns: pd.DataFrame,
+    masks: Mapping[str, Any],
+    *,
+    center: bool = True,
+    within_blocks: bool = True,
+    method: str = "correlation",
+    dtype: DTypeLike = np.float64,
+) -> list[RDMs]:
+    """ROI RDMs of held-out volumes, one RDMs object per subject.
+
+    Parameters
+    ----------
+    volumes : numpy.ndarray, shape (n_samples, X, Y, Z)
+        The prepared volumes (may be a memory map; only the patterns' rows are read).
+    patterns : pandas.DataFrame
+        From :func:`define_patterns`.
+    masks : mapping of str to array or Niimg-like
+        ROI masks on the volumes' grid (see :func:`calc_roi_rdms`).
+    center : bool, default=True
+        Centre every voxel across the subject's patterns of each block
+        (:func:`center_patterns`).
+    within_blocks : bool, default=True
+        Blank pairs across blocks (:func:`restrict_pairs`).
+    method : str, default="correlation"
+        Dissimilarity (see :func:`calc_rdms_from_patterns`).
+    dtype : dtype, default=float64
+        dtype of the dissimilarities.
+
+    Returns
+    -------
+    list of rsatoolbox.rdm.RDMs
+        Per subject (order of ``patterns``): one RDM per ROI (``roi``), descriptor
+        ``subject``, pattern descriptors ``id`` and ``block``.
+    """
+    out = []
+    for subject, rows in patterns.groupby("subject", sort=False):
+        ids, means = average_patterns(volumes[rows["sample"].to_numpy()], rows["id"])
+        if center:
+            means = center_patterns(means, _blocks_of(ids, rows))
+        rdms = calc_roi_rdms(means, masks, ids, method=method,
+                             rdm_descriptors={"subject": subject}, dtype=dtype)
+        out.append(_with_blocks(rdms, rows, within_blocks))
+    return out
+
+
+def _blocks_of(ids: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
+    block_of = dict(zip(rows["id"], rows["block"], strict=False))
+    return np.array([block_of[i] for i in ids.tolist()])
+
+
+def calc_network_rdms(
+    volumes: np.ndarray,
+    patterns: pd.DataFrame,
+    models: Mapping[str, Any] | Callable[[str], Any],
+    layers: Sequence[str],
+    *,
+    center: bool = True,
+    within_blocks: bool = True,
+    reduce: str | int = "flatten",
+    batch_size: int = 32,
+    device: str | None = None,
+    method: str = "correlation",
+    dtype: DTypeLike = np.float64,
+) -> list[RDMs]:
+    """Layer RDMs of a network run on held-out volumes, each volume by its own fold's model.
+
+    For every subject and test fold, the fold's network (trained without that fold) is run
+    on the subject's held-out volumes of the fold (:func:`extract_activations`); the
+    activations are averaged into the patterns of :func:`define_patterns`.
+
+    Parameters
+    ----------
+    volumes : numpy.ndarray, shape (n_samples, X, Y, Z)
+        The prepared volumes.
+    patterns : pandas.DataFrame
+        From :func:`define_patterns`.
+    models : mapping or callable
+        Fold name to torch model, or a function returning it (e.g.
+        ``lambda fold: load_trained(result.fold_model_path(fold))``); each fold's model is
+        obtained once.
+    layers : sequence of str
+        Module names (e.g. ``conv1``, ``block1`` .. ``block4``, ``pool``).
+    center, within_blocks, method, dtype
+        See :func:`calc_brain_rdms`.
+    reduce, batch_size, device
+        See :func:`extract_activations`.
+
+    Returns
+    -------
+    list of rsatoolbox.rdm.RDMs
+        Per subject (order of ``patterns``): one RDM per layer (``layer``), descriptor
+        ``subject``, pattern descriptors ``id`` and ``block``.
+    """
+    getter = models if callable(models) else models.__getitem__
+    cache: dict[str, Any] = {}
+    out = []
+    for subject, rows in patterns.groupby("subject", sort=False):
+        ids = pd.unique(rows["id"].to_numpy())
+        code = {v: k for k, v in enumerate(ids.tolist())}
+        sums: dict[str, np.ndarray] = {}
+        counts = np.zeros(len(ids))
+        for fold, part in rows.groupby("fold", sort=False):
+            if fold not in cache:
+                cache[fold] = getter(fold)
+            part = part.sort_values("sample")
+            x = np.asarray(volumes[part["sample"].to_numpy()], dtype=np.float32)[:, None]
+            acts = extract_activations(cache[fold], x, layers, batch_size=batch_size,
+                                       reduce=reduce, device=device)
+            indicator = _group_indicator(part["id"].map(code).to_numpy(), len(ids))
+            counts += indicator.sum(axis=1)
+            for name, a in acts.items():
+                part_sum = indicator @ a
+                sums[name] = part_sum if name not in sums else sums[name] + part_sum
+        blocks = _blocks_of(ids, rows)
+        means = {}
+        for name, total in sums.items():
+            m = (total / counts[:, None]).astype(np.float32)
+            means[name] = center_patterns(m, blocks) if center else m
+        rdms = calc_rdms_from_patterns(means, ids, method=method, descriptor="layer",
+                                       rdm_descriptors={"subject": subject}, dtype=dtype)
+        out.append(_with_blocks(rdms, rows, within_blocks))
     return out

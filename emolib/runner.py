@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -103,7 +104,79 @@ def execute_notebook(
         ) from None
     finally:
         tmp_in.unlink(missing_ok=True)
+    effective = present_parameters(out)
+    record_parameters(name, effective)
     return out
+
+
+def record_parameters(name: str, parameters: dict) -> Path | None:
+    """Write the parameters a notebook ran with to ``parameters.json`` in its stage folder
+    (``<data>/derived/<profile>/<name>/``), where the methods chapter reads them."""
+    from emolib.manifest import _jsonable
+    from emolib.paths import get_derived_dir
+
+    if "profile" not in parameters:
+        return None
+    folder = get_derived_dir(name, str(parameters["profile"]), parameters.get("data_dir"))
+    path = folder / "parameters.json"
+    path.write_text(json.dumps(_jsonable(parameters), indent=2))
+    return path
+
+
+def _format_value(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def present_parameters(path: Path) -> dict:
+    """Make an executed notebook's parameters readable in the book.
+
+    The defaults cell and papermill's injected cell get the ``hide-input`` tag (their code
+    stays one click away), and a markdown cell after the injected one lists every parameter
+    this run used, marking those the profile changed. Cells tagged ``colab`` (the install
+    cell for Colab) are removed from the book.
+    """
+    import ast
+
+    nb = nbformat.read(path, as_version=4)
+    defaults, injected, where = {}, {}, None
+    for i, cell in enumerate(nb.cells):
+        tags = cell.metadata.setdefault("tags", [])
+        if cell.cell_type != "code":
+            continue
+        if "colab" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        for tag, store in (("parameters", defaults), ("injected-parameters", injected)):
+            if tag in tags:
+                if "hide-input" not in tags:
+                    tags.append("hide-input")
+                for node in ast.parse(cell.source).body:
+                    target = getattr(node, "target", None) or (
+                        node.targets[0] if isinstance(node, ast.Assign) else None)
+                    if isinstance(target, ast.Name) and node.value is not None:
+                        try:
+                            store[target.id] = ast.literal_eval(node.value)
+                        except ValueError:
+                            store[target.id] = ast.unparse(node.value)
+                if tag == "injected-parameters":
+                    where = i
+    effective = {**defaults, **injected}
+    if where is None:
+        nbformat.write(nb, path)
+        return effective
+    items = [f"`{k} = {_format_value(v)}`" + (" *(profile)*" if k in injected and
+                                               injected[k] != defaults.get(k) else "")
+             for k, v in effective.items()]
+    text = ("**Parameters of this run** (*(profile)* marks values the run profile set; the "
+            "code of both parameter cells is one click away above):\n\n" +
+            "\n".join(f"- {item}" for item in items))
+    summary = nbformat.v4.new_markdown_cell(text)
+    summary.metadata["tags"] = ["parameters-summary"]
+    if not (where + 1 < len(nb.cells) and "parameters-summary" in
+            nb.cells[where + 1].metadata.get("tags", [])):
+        nb.cells.insert(where + 1, summary)
+    nbformat.write(nb, path)
+    return effective
 
 
 def stage_static_assets(book_dir: Path = BOOK_DIR) -> None:
@@ -129,19 +202,35 @@ def stage_static_assets(book_dir: Path = BOOK_DIR) -> None:
             shutil.copytree(es5 / sub, dest / sub)
 
 
-def build_book(warnings_as_errors: bool = True) -> Path:
-    """Render ``book/`` with Jupyter Book (config and toc at the repository root)."""
-    stage_static_assets()
+def copy_book_sources(dest: Path) -> Path:
+    """Copy the book's own pages (markdown, bibliography, ``_static``) into ``dest``, e.g. to
+    build a book from notebooks executed elsewhere without touching ``book/``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in BOOK_DIR.iterdir():
+        if path.name.startswith((".", "_build")) or path.suffix == ".ipynb":
+            continue
+        if path.is_dir():
+            shutil.copytree(path, dest / path.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, dest / path.name)
+    return dest
+
+
+def build_book(book_dir: Path = BOOK_DIR, warnings_as_errors: bool = True) -> Path:
+    """Render ``book_dir`` with Jupyter Book (config and toc at the repository root) into
+    ``book_dir/_build/html``; returns the path of its ``index.html``."""
+    book_dir = Path(book_dir)
+    stage_static_assets(book_dir)
     cmd = [
-        str(Path(sys.executable).with_name("jupyter-book")), "build", str(BOOK_DIR),
+        str(Path(sys.executable).with_name("jupyter-book")), "build", str(book_dir),
         "--config", str(REPO_ROOT / "_config.yml"), "--toc", str(REPO_ROOT / "_toc.yml"),
-        "--path-output", str(BOOK_DIR), "--all",
+        "--path-output", str(book_dir), "--all",
     ]
     if warnings_as_errors:
         cmd += ["-W", "--keep-going"]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO_ROOT)
-    index = BOOK_DIR / "_build" / "html" / "index.html"
+    index = book_dir / "_build" / "html" / "index.html"
     print(f"Book built: {index}", flush=True)
     return index
 

@@ -23,6 +23,16 @@
 # The parameters below are the defaults; the book runs this notebook with a profile's values
 # (`profiles/*.yaml`), which appear in the cell after them.
 
+# %% tags=["colab"]
+# In Colab, install this project first (elsewhere this cell does nothing).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "emolib @ git+https://github.com/emolib/emolib"], check=True)
+
 # %% tags=["parameters"]
 from typing import Optional
 

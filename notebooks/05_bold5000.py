@@ -41,6 +41,16 @@
 # `source = "files"` and `bold5000_dir` to that folder:
 # `.venv/bin/python -m emolib.runner --profile paper --only 05_bold5000`.
 
+# %% tags=["colab"]
+# In Colab, install this project first (elsewhere this cell does nothing).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "emolib @ git+https://github.com/emolib/emolib"], check=True)
+
 # %% tags=["parameters"]
 from typing import Optional
 

@@ -61,3 +61,36 @@ def tiny_null_dataset(tmp_path_factory):
     generate_studyforrest(out, n_subjects=2, shape=(12, 12, 10), timing=TINY_TIMING,
                           effect_size=0.05, null=True, seed=1, progress=False)
     return out
+
+
+# --- the smoke book: every notebook executed once per session, in order ----------------------
+
+from emolib.runner import (  # noqa: E402
+    NOTEBOOKS_DIR,
+    execute_notebook,
+    load_profile,
+    notebook_parameters,
+)
+
+SMOKE = load_profile("smoke")
+NOTEBOOKS = sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """Execute every notebook with the smoke profile into a temporary book folder.
+
+    Returns ``{"book": folder of executed notebooks, "data": data folder, "results": name ->
+    executed notebook path, or the exception it raised}``. A failing notebook does not stop
+    the later ones (they will usually fail too, for want of inputs).
+    """
+    root = tmp_path_factory.mktemp("smoke_book")
+    data, book = root / "data", root / "book"
+    results = {}
+    for name in NOTEBOOKS:
+        params = {**notebook_parameters(SMOKE, name), "data_dir": str(data)}
+        try:
+            results[name] = execute_notebook(name, params, output_dir=book, progress=False)
+        except Exception as err:  # reported by the test of that notebook
+            results[name] = err
+    return {"book": book, "data": data, "results": results}

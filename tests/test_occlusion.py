@@ -261,3 +261,260 @@ def test_cuda_matches_cpu():
     gpu = occlusion_map(model.cuda(), x, 1, (2, 2, 2), (1, 1, 1), progress=False)
     assert gpu.method == "incremental"
     np.testing.assert_allclose(gpu.maps, cpu.maps, atol=TOL, rtol=0)
+
+
+# --------------------------------------------------------------------------------------
+# the chapter's pipeline: selection, per-fold occlusion, NIfTI maps, top voxels, truth
+# --------------------------------------------------------------------------------------
+
+import nibabel as nib  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from emolib.occlusion import (  # noqa: E402
+    analysis_mask,
+    class_map_images,
+    localisation_matrix,
+    localisation_scores,
+    occlude_by_fold,
+    save_class_maps,
+    select_confident,
+    top_voxels,
+    torch_threads,
+)
+
+CLASSES = ["A", "B", "C"]
+
+
+def _predictions(n: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    p = rng.dirichlet(np.ones(3) * 0.5, size=n)
+    rows = pd.DataFrame({"fold": np.where(np.arange(n) < n // 2, "run-1", "run-2"),
+                         "sample": np.arange(n), "y": y, "label": np.array(CLASSES)[y]})
+    rows[[f"p_{c}" for c in CLASSES]] = p
+    chance = rows.assign(model="chance")
+    return pd.concat([rows.assign(model="cnn"), chance], ignore_index=True)
+
+
+def test_select_confident_follows_the_original_rule():
+    preds = _predictions()
+    table = select_confident(preds, CLASSES, min_prob=0.6, n_per_class=3, seed=1)
+    assert len(table) == 60 and set(table["model"]) == {"cnn"}
+    p = table[[f"p_{c}" for c in CLASSES]].to_numpy()
+    y = table["y"].to_numpy()
+    want = (p[np.arange(60), y] >= 0.6) & (p.argmax(1) == y)
+    np.testing.assert_array_equal(table["eligible"], want)
+    assert not (table["selected"] & ~table["eligible"]).any()
+    for c in range(3):
+        assert table["selected"][y == c].sum() == min(3, want[y == c].sum())
+    again = select_confident(preds, CLASSES, min_prob=0.6, n_per_class=3, seed=1)
+    pd.testing.assert_frame_equal(table, again)
+    # without the correctness rule every volume above the threshold is eligible
+    loose = select_confident(preds, CLASSES, min_prob=0.0, n_per_class=100,
+                             correct_only=False)
+    assert loose["selected"].all()
+    assert set(table["rule"][table["selected"]]) == {"original"}
+    with pytest.raises(ValueError, match="no predictions"):
+        select_confident(preds, CLASSES, model="linear")
+    # filling up: classes short of eligible volumes get their most confident others
+    strict = select_confident(preds, CLASSES, min_prob=0.9, n_per_class=8, seed=1)
+    full = select_confident(preds, CLASSES, min_prob=0.9, n_per_class=8, seed=1, fill_up=True)
+    for c in range(3):
+        of_c = full[full["y"] == c]
+        assert of_c["selected"].sum() == 8
+        orig = of_c["rule"] == "original"
+        assert orig.sum() == strict["selected"][strict["y"] == c].sum()
+        added = of_c[of_c["rule"] == "filled up"]["p_true"]
+        left = of_c[~of_c["selected"]]["p_true"]
+        assert added.min() >= left.max()
+    assert (full["rule"][~full["selected"]] == "").all()
+
+
+def _fold_models() -> dict[str, EmotionCNN]:
+    return {"run-1": _cnn(seed=3), "run-2": _cnn(seed=4)}
+
+
+def test_occlude_by_fold_uses_each_volumes_own_model(tmp_path):
+    models = _fold_models()
+    vols = _volumes(6, (11, 9, 7), seed=5).numpy()
+    sel = pd.DataFrame({"fold": ["run-2", "run-1", "run-2", "run-1"], "sample": [5, 0, 2, 3],
+                        "y": [1, 0, 3, 2]})
+    res = occlude_by_fold(sel, vols, models.__getitem__, patch=3, stride=2, batch_size=16,
+                          progress=False)
+    assert res.maps.shape == (4, 11, 9, 7)
+    for row, (fold, s, t) in enumerate(sel[["fold", "sample", "y"]].itertuples(index=False)):
+        ref = occlusion_map(models[fold], vols[s:s + 1], t, patch=3, stride=2, progress=False)
+        np.testing.assert_allclose(res.maps[row], ref.maps[0], atol=1e-6)
+        assert res.base_prob[row] == pytest.approx(float(ref.base_prob[0]), abs=1e-6)
+    np.testing.assert_array_equal(res.targets, sel["y"])
+    # a path to a checkpoint in the format of emolib.train works as well
+    m = models["run-1"]
+    path = tmp_path / "best.pt"
+    torch.save({"model": m.state_dict(), "n_classes": 4, "in_shape": (11, 9, 7),
+                "dropout": 0.3}, path)
+    sub = sel[sel["fold"] == "run-1"]
+    by_path = occlude_by_fold(sub, vols, lambda fold: path, patch=3, stride=2,
+                              progress=False)
+    np.testing.assert_allclose(by_path.maps, res.maps[[1, 3]], atol=1e-6)
+    with pytest.raises(ValueError, match="empty"):
+        occlude_by_fold(sel.iloc[:0], vols, models.__getitem__, progress=False)
+
+
+def test_torch_threads_is_restored():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+
+
+def test_class_maps_are_saved_in_the_data_space(tmp_path):
+    affine = np.diag([3.0, 3.0, 3.3, 1.0])
+    affine[:3, 3] = [-10, -20, -5]
+    maps = np.random.default_rng(0).normal(size=(3, 4, 5, 6)).astype(np.float32)
+    maps[1] = np.nan  # a class without selected volumes
+    images = class_map_images(maps, CLASSES, affine)
+    assert list(images) == ["A", "C"]
+    paths = save_class_maps(images, tmp_path / "maps")
+    back = nib.load(paths["C"])
+    np.testing.assert_allclose(back.affine, affine)
+    np.testing.assert_allclose(back.get_fdata(), maps[2], atol=1e-6)
+    assert paths["A"].name == "occlusion_A.nii.gz"
+
+
+def test_top_voxels_are_the_largest_inside_the_mask():
+    maps = np.zeros((2, 4, 4, 4), np.float32)
+    maps[0, 1, 2, 3], maps[0, 0, 0, 0], maps[0, 3, 3, 3] = 3.0, 2.0, 5.0
+    maps[1] = np.nan
+    mask = np.ones((4, 4, 4), bool)
+    mask[3, 3, 3] = False
+    table = top_voxels(maps, ["A", "B"], k=2, mask=mask, affine=np.diag([2.0, 2, 2, 1]))
+    assert list(table["class"]) == ["A", "A"]
+    assert table[["i", "j", "k"]].values.tolist() == [[1, 2, 3], [0, 0, 0]]
+    assert table["x"].tolist() == [2.0, 0.0] and table["drop"].tolist() == [3.0, 2.0]
+    assert len(top_voxels(maps, ["A", "B"], k=1000, mask=mask)) == mask.sum()
+
+
+def test_localisation_of_perfect_and_uninformative_maps():
+    rng = np.random.default_rng(0)
+    shape = (8, 8, 6)
+    brain = np.ones(shape, bool)
+    brain[0] = False
+    regions = {}
+    for i, c in enumerate(CLASSES):
+        r = np.zeros(shape, bool)
+        r[1 + 2 * i: 3 + 2 * i, 2:4, 2:4] = True
+        regions[c] = r
+    maps = np.stack([regions[c] + 0.01 * rng.random(shape) for c in CLASSES]).astype(np.float32)
+    maps[2] = rng.random(shape)  # C: noise
+    scores = localisation_scores(maps, CLASSES, regions, brain, top_k=8).set_index("class")
+    assert scores.loc["A", "auc"] == pytest.approx(1.0)
+    assert scores.loc["A", "precision_at_k"] == 1.0 and scores.loc["A", "peak_in_region"]
+    assert scores.loc["A", "chance"] == pytest.approx(8 / brain.sum())
+    assert scores.loc["B", "argmax_agreement"] == 1.0
+    assert 0.2 < scores.loc["C", "auc"] < 0.8
+    matrix = localisation_matrix(maps, CLASSES, regions, brain)
+    assert matrix.loc["A", "A"] == pytest.approx(1.0)
+    assert matrix.loc["A", "B"] < 0.6
+    # a class without a map gets NaN, and the others are unaffected
+    maps[1] = np.nan
+    partial = localisation_scores(maps, CLASSES, regions, brain, top_k=8).set_index("class")
+    assert np.isnan(partial.loc["B", "auc"]) and partial.loc["A", "auc"] == pytest.approx(1.0)
+    assert "B" not in localisation_matrix(maps, CLASSES, regions, brain).index
+
+
+def test_analysis_mask_prefers_the_data_mask():
+    mask = np.zeros((6, 6, 6), bool)
+    mask[1:5, 1:5, 1:5] = True
+    np.testing.assert_array_equal(analysis_mask(mask), mask)
+    data = np.zeros((10, 10, 10), np.float32)
+    data[2:8, 2:8, 2:8] = 1000 + np.random.default_rng(0).random((6, 6, 6))
+    epi = analysis_mask(np.ones((10, 10, 10), bool), nib.Nifti1Image(data, np.eye(4)))
+    assert epi[5, 5, 5] and not epi[0, 0, 0]
+
+
+# --------------------------------------------------------------------------------------
+# ground truth: planted regions are found on planted data, not on null data
+# --------------------------------------------------------------------------------------
+
+
+class _SmallNet(nn.Module):
+    """A small 3-D network that learns a planted signal in a few seconds: one 3x3x3
+    convolution (4 channels), ReLU and a linear read-out of all its voxels."""
+
+    def __init__(self, shape: tuple[int, int, int], n_classes: int):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * int(np.prod(shape)), n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def _localise(tmp_path_factory, null: bool) -> pd.DataFrame:
+    """Generate tiny data, train on two runs, occlude held-out volumes of the third, score."""
+    from emolib.dataprep import prepare_dataset
+    from emolib.splits import make_splits
+    from emolib.synthetic import generate_studyforrest, read_truth
+    from emolib.timing import RunTiming
+
+    timing = RunTiming(starts=(0.0, 292.0, 584.0), n_volumes=(150, 150, 150), tr=2.0)
+    root = tmp_path_factory.mktemp("occ_truth")
+    ds = generate_studyforrest(root / "ds", n_subjects=2, shape=(12, 12, 10), timing=timing,
+                               effect_size=0.15, null=null, seed=5, progress=False)
+    prep = prepare_dataset(ds / "ds000113", ds / "annotations", root / "prep", timing=timing,
+                           min_count=20, n_per_class=20, progress=False)
+    split = make_splits(prep.samples, "run", folds=[0])[0]
+    x = torch.from_numpy(np.array(prep.volumes, dtype=np.float32))[:, None]
+    y = torch.as_tensor(np.array(prep.y))
+    torch.manual_seed(0)
+    model = _SmallNet(x.shape[2:], len(prep.classes))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(150):  # full-batch training on the two other runs
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[split.train]), y[split.train]).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(model(x[split.test]), 1).numpy()
+    rows = prep.samples.iloc[split.test].assign(fold=split.name, sample=split.test,
+                                                model="cnn")
+    rows[[f"p_{c}" for c in prep.classes]] = probs
+    # the same selection for both (a null network is rarely confident): 6 per class
+    table = select_confident(rows, prep.classes, min_prob=0.0, n_per_class=6,
+                             correct_only=False)
+    occ = occlude_by_fold(table[table["selected"]], prep.volumes, {split.name: model}.get,
+                          patch=2, stride=1, progress=False)
+    maps = class_mean_maps(occ.maps, occ.targets, len(prep.classes))
+    truth = read_truth(ds)
+    scores = localisation_scores(maps, prep.classes, truth["regions"], truth["brain_mask"],
+                                 top_k=20)
+    return scores.dropna(subset=["auc"])  # classes absent from the held-out run
+
+
+@pytest.mark.slow
+def test_planted_regions_are_found_and_null_data_find_nothing(tmp_path_factory):
+    planted = _localise(tmp_path_factory, null=False)
+    null = _localise(tmp_path_factory, null=True)
+    assert len(planted) >= 3 and len(null) == len(planted)
+    assert (planted["auc"] > 0.9).all(), planted
+    assert (planted["precision_at_k"] > 5 * planted["chance"]).all(), planted
+    assert abs(null["auc"].mean() - 0.5) < 0.2, null
+    assert planted["auc"].mean() - null["auc"].mean() > 0.3
+
+
+def test_find_truth_and_label_voxels(tiny_dataset, tmp_path):
+    from emolib.occlusion import find_truth, label_voxels
+
+    manifest = {"parameters": {"bids_dir": str(tiny_dataset / "ds000113")}}
+    truth = find_truth(manifest, (12, 12, 10))
+    assert truth is not None and set(truth["regions"]) == set(truth["classes"])
+    with pytest.raises(ValueError, match="grid"):
+        find_truth(manifest, (80, 80, 35))
+    assert find_truth({"parameters": {"bids_dir": str(tmp_path / "ds000113")}}) is None
+    assert find_truth({"parameters": {}}) is None
+    regions = {"A": np.zeros((3, 3, 3), bool), "B": np.zeros((3, 3, 3), bool)}
+    regions["A"][0, 0, 0] = regions["B"][1, 1, 1] = regions["B"][0, 0, 0] = True
+    vox = pd.DataFrame({"i": [0, 1, 2], "j": [0, 1, 2], "k": [0, 1, 2]})
+    assert list(label_voxels(vox, regions)) == ["A", "B", "none"]

@@ -101,3 +101,37 @@ def test_several_methods_need_a_choice(results):
     with pytest.raises(ValueError, match="several methods"):
         plots.plot_roi_layer_heatmaps(two)
     assert len(plots.plot_roi_layer_heatmaps(two, method="spearman").axes) == 2
+
+
+def test_system_bars_and_profiles_take_any_roi_groups(results):
+    groups = {"early": ("EarlyVis",), "scene": ("PPA", "RSC")}
+    fig = plots.plot_system_bars(results["table"], systems=groups, xlabel="ROI group")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["early", "scene"]
+    assert ax.get_xlabel() == "ROI group"
+    prof = plots.plot_hierarchy_alignment(results["table"], kind="profile", systems=groups,
+                                          title="by group")
+    assert prof.axes[0].get_title() == "by group" and len(prof.axes[0].lines) == 2
+
+
+def test_mantel_histogram_marks_the_observed_value():
+    rng = np.random.default_rng(0)
+    a = rsa.calc_rdms_from_patterns({"x": rng.standard_normal((5, 9))}, list("ABCDE"))
+    b = rsa.calc_rdms_from_patterns({"y": rng.standard_normal((5, 9))}, list("EDCBA"))
+    result = rsa.calc_mantel(a, b)
+    fig = plots.plot_mantel(result)
+    ax = fig.axes[0]
+    assert isinstance(fig, Figure) and "120 permutations" in ax.get_title()
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(result.statistic)
+    assert f"{result.p_value:.3g}" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_group_contrast_one_line_per_subject(results):
+    sim = simulate_bold5000_rdms(12, seed=1, subjects=("CSI1", "CSI2"))
+    boot = rsa.bootstrap_compare(sim.layers, list(sim.rois.values()), n_bootstrap=20, seed=0)
+    table = rsa.calc_group_contrast(boot.aggregate(roi_system), "High", "Early")
+    fig = plots.plot_group_contrast(table)
+    ax = fig.axes[0]
+    assert len(ax.containers) == 2  # one errorbar container per subject
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(LAYERS)
+    assert "High" in ax.get_ylabel() and "Early" in ax.get_ylabel()

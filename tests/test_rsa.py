@@ -7,6 +7,7 @@ import warnings
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats
 import torch
@@ -429,3 +430,242 @@ def test_collect_results_one_row_per_comparison():
     first = out[(out["subject"] == "CSI1") & (out["roi"] == "LHLOC")]["nc_lower"]
     assert (first == nc.set_index("roi").loc["LHLOC", "lower"]).all()
     assert rsa.collect_results(table).shape == (150, 5)
+
+
+# ------------------------------------------------------------------ held-out patterns (ch. 04)
+
+
+def _predictions():
+    """Held-out predictions (two models) of 2 subjects in 2 folds."""
+    rows = []
+    sample = 0
+    for fold, times in (("run-1", [0, 2, 4, 12, 14]), ("run-2", [100, 102, 110])):
+        for subject in ("01", "02"):
+            for t in times:
+                label = "FEAR" if t in (0, 2, 4, 100, 102) else "LOVE"
+                for model in ("cnn", "linear"):
+                    rows.append({"fold": fold, "sample": sample, "subject": subject,
+                                 "movie_time": float(t), "label": label, "model": model})
+                sample += 1
+    return pd.DataFrame(rows)
+
+
+def test_define_patterns_moments_are_shared_across_subjects():
+    pred = _predictions()
+    pat = rsa.define_patterns(pred, kind="moment", moment_s=10)
+    assert len(pat) == 16 and set(pat["sample"]) == set(pred["sample"])
+    by_subject = pat.groupby("subject")["id"].apply(lambda s: list(pd.unique(s)))
+    assert by_subject["01"] == by_subject["02"] == [
+        "run-1 FEAR @00000s", "run-1 LOVE @00010s", "run-2 FEAR @00100s", "run-2 LOVE @00110s"]
+    assert (pat["block"] == pat["fold"]).all()
+    pooled = rsa.define_patterns(pred, kind="class", within_fold=False, pool_subjects=True)
+    assert set(pooled["subject"]) == {"all"} and set(pooled["id"]) == {"FEAR", "LOVE"}
+    assert set(pooled["block"]) == {"all"}
+    # an id that only one subject has is dropped (common=True), kept otherwise
+    drop = pred[~((pred["subject"] == "02") & (pred["movie_time"] == 110))]
+    assert "run-2 LOVE @00110s" not in set(rsa.define_patterns(drop)["id"])
+    assert "run-2 LOVE @00110s" in set(rsa.define_patterns(drop, common=False)["id"])
+    with pytest.raises(ValueError, match="kind"):
+        rsa.define_patterns(pred, kind="volume")
+
+
+def test_average_patterns_equals_groupby_mean_and_centring_within_blocks():
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((9, 3, 2))
+    groups = np.array(list("bbaacccab"))
+    ids, means = rsa.average_patterns(x, groups)
+    assert list(ids) == ["b", "a", "c"] and means.shape == (3, 3, 2)
+    ref = pd.DataFrame(x.reshape(9, -1)).groupby(groups).mean().loc[["b", "a", "c"]]
+    np.testing.assert_allclose(means.reshape(3, -1), ref.to_numpy(), atol=1e-6)
+    centred = rsa.center_patterns(means)
+    np.testing.assert_allclose(centred.reshape(3, -1), ref.to_numpy() - ref.to_numpy().mean(0),
+                               atol=1e-6)
+    by_block = rsa.center_patterns(x, list("aaabbbbcc")).reshape(9, -1)
+    flat = x.reshape(9, -1)
+    for rows in (slice(0, 3), slice(3, 7), slice(7, 9)):
+        np.testing.assert_allclose(by_block[rows], flat[rows] - flat[rows].mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="blocks"):
+        rsa.center_patterns(x, ["a"])
+
+
+def test_restrict_pairs_blanks_pairs_across_blocks_like_rsatoolbox_nans():
+    rng = np.random.default_rng(21)
+    a = _random_rdms(rng, 2, 8, ["l1", "l2"])
+    b = _random_rdms(rng, 3, 8, ["r1", "r2", "r3"], key="roi")
+    for r in (a, b):
+        r.pattern_descriptors["block"] = list("xxxyyyzz")
+    ra, rb = rsa.restrict_pairs(a), rsa.restrict_pairs(b)
+    sq = squareform(np.isnan(ra.dissimilarities[0]).astype(float))
+    blocks = np.array(list("xxxyyyzz"))
+    np.testing.assert_array_equal(sq > 0, blocks[:, None] != blocks[None, :])
+    assert not np.isnan(a.dissimilarities).any()  # the input is untouched
+    np.testing.assert_allclose(rsa.compare_vectors(ra.dissimilarities, rb.dissimilarities),
+                               compare(ra, rb, "corr"), atol=1e-12)
+    # the bootstrap and the noise ceiling use the pairs within blocks only
+    boot = rsa.bootstrap_compare(ra, rb, "corr", 30, seed=0)
+    for k in range(5):
+        idx = rsa._resampled_index(boot.pattern_samples[k], 8)
+        keep = ~np.isnan(ra.dissimilarities[0, idx])
+        ref = rsa.compare_vectors(a.dissimilarities[:, idx][:, keep],
+                                  b.dissimilarities[:, idx][:, keep])
+        np.testing.assert_allclose(boot.samples[k], ref, atol=1e-10)
+    one = _random_rdms(rng, 1, 8, ["x"])
+    one.pattern_descriptors["block"] = ["all"] * 8
+    assert rsa.restrict_pairs(one) is one
+
+
+def test_noise_ceiling_with_blanked_pairs_uses_the_pairs_within_blocks():
+    rng = np.random.default_rng(22)
+    base = rng.random(28)
+    subjects = []
+    for s in ("01", "02", "03"):
+        r = RDMs((base + 0.5 * rng.random(28))[None],
+                 rdm_descriptors={"roi": ["A"], "subject": [s]},
+                 pattern_descriptors={"id": _ids(8), "block": list("xxxxyyyy")})
+        subjects.append(rsa.restrict_pairs(r))
+    keep = ~np.isnan(subjects[0].dissimilarities[0])
+    dropped = [RDMs(r.dissimilarities[:, keep], rdm_descriptors=r.rdm_descriptors)
+               for r in subjects]
+    ours = rsa.calc_noise_ceiling(subjects)
+    ref_rdms = RDMs(np.concatenate([d.dissimilarities for d in dropped]),
+                    rdm_descriptors={"subject": ["01", "02", "03"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lower, upper = boot_noise_ceiling(ref_rdms, method="corr", rdm_descriptor="subject")
+    assert ours["lower"].item() == pytest.approx(lower, abs=1e-10)
+    assert ours["upper"].item() == pytest.approx(upper, abs=1e-10)
+
+
+def test_concat_bootstraps_equals_one_bootstrap_of_all_data():
+    sim = simulate_bold5000_rdms(14, seed=3, subjects=("CSI1", "CSI2"))
+    rois = list(sim.rois.values())
+    together = rsa.bootstrap_compare(sim.layers, rois, n_bootstrap=40, seed=5)
+    parts = rsa.concat_bootstraps(
+        [rsa.bootstrap_compare(sim.layers, r, n_bootstrap=40, seed=5) for r in rois])
+    np.testing.assert_allclose(parts.samples, together.samples, atol=1e-6)
+    np.testing.assert_allclose(parts.point, together.point, atol=1e-6)  # float32 RDMs
+    pd.testing.assert_frame_equal(parts.data_labels, together.data_labels)
+    assert parts.pattern_samples is not None
+    other = rsa.bootstrap_compare(sim.layers, rois[0], n_bootstrap=40, seed=6)
+    assert rsa.concat_bootstraps([parts, other]).pattern_samples is None
+    with pytest.raises(ValueError, match="differ"):
+        rsa.concat_bootstraps([parts, rsa.bootstrap_compare(sim.layers, rois[0], n_bootstrap=7)])
+
+
+def test_group_contrast_is_the_paired_difference_of_group_means():
+    sim = simulate_bold5000_rdms(14, seed=4, subjects=("CSI1", "CSI2"))
+    boot = rsa.bootstrap_compare(sim.layers, list(sim.rois.values()), n_bootstrap=60, seed=0)
+    groups = {r: ("early" if "EarlyVis" in r else "rest") for r in sim.truth["best_layer"]}
+    agg = boot.aggregate(groups)
+    table = rsa.calc_group_contrast(agg, "early", "rest", fdr_by="subject")
+    assert len(table) == 2 * len(boot.model_names)
+    labels = boot.data_labels
+    for subject in ("CSI1", "CSI2"):
+        sel = (labels["subject"] == subject).to_numpy()
+        early = sel & labels["roi"].str.contains("EarlyVis").to_numpy()
+        rest = sel & ~labels["roi"].str.contains("EarlyVis").to_numpy()
+        diff = boot.samples[:, :, early].mean(2) - boot.samples[:, :, rest].mean(2)
+        point = boot.point[:, early].mean(1) - boot.point[:, rest].mean(1)
+        rows = table[table["subject"] == subject]
+        np.testing.assert_allclose(rows["diff"], point, atol=1e-12)
+        se = np.sqrt(diff.var(axis=0, ddof=1) * 14 / 13)
+        np.testing.assert_allclose(rows["se"], se, atol=1e-12)
+        t = diff.mean(0) / se
+        np.testing.assert_allclose(rows["p"], 2 * scipy.stats.t.sf(np.abs(t), 13), atol=1e-12)
+        np.testing.assert_allclose(rows["ci_low"], np.percentile(diff, 2.5, axis=0))
+    assert (table["q"] >= table["p"] - 1e-15).all()
+    assert set(table["layer"]) == set(boot.model_names)
+    with pytest.raises(ValueError, match="exactly one"):
+        rsa.calc_group_contrast(agg, "early", "nope")
+
+
+def _tiny_held_out(rng):
+    """Volumes of 2 subjects, 2 folds, 3 moments x 2 volumes per fold and subject."""
+    rows, vols = [], []
+    for fold, t0 in (("run-1", 0), ("run-2", 100)):
+        for subject in ("01", "02"):
+            for k, t in enumerate([t0, t0 + 2, t0 + 10, t0 + 12, t0 + 20, t0 + 22]):
+                rows.append({"fold": fold, "sample": len(rows), "subject": subject,
+                             "movie_time": float(t), "label": "FEAR" if k < 4 else "LOVE",
+                             "model": "cnn"})
+                vols.append(rng.standard_normal((8, 8, 6)).astype(np.float32))
+    return pd.DataFrame(rows), np.stack(vols)
+
+
+def test_calc_brain_rdms_match_manual_means_and_rsatoolbox():
+    rng = np.random.default_rng(23)
+    pred, volumes = _tiny_held_out(rng)
+    pat = rsa.define_patterns(pred, moment_s=10)
+    masks = {"A": np.zeros((8, 8, 6), bool), "B": np.zeros((8, 8, 6), bool)}
+    masks["A"][:4] = True
+    masks["B"][4:, :5] = True
+    out = rsa.calc_brain_rdms(volumes, pat, masks)
+    assert [r.descriptors.get("subject") or r.rdm_descriptors["subject"][0] for r in out] == [
+        "01", "02"]
+    rows = pat[pat["subject"] == "02"]
+    ids = list(pd.unique(rows["id"]))
+    means = np.stack([volumes[rows.loc[rows["id"] == i, "sample"]].mean(0) for i in ids])
+    blocks = np.array([i.split()[0] for i in ids])
+    for b in set(blocks):
+        means[blocks == b] -= means[blocks == b].mean(0)  # centred within each fold
+    for k, name in enumerate(["A", "B"]):
+        ref = calc_rdm(Dataset(means[:, masks[name]].astype(np.float64)),
+                       method="correlation").dissimilarities[0]
+        i, j = np.triu_indices(len(ids), 1)
+        ref[blocks[i] != blocks[j]] = np.nan
+        np.testing.assert_allclose(out[1].dissimilarities[k], ref, atol=1e-6)
+    assert out[1].pattern_descriptors["id"] == ids
+    plain = rsa.calc_brain_rdms(volumes, pat, masks, within_blocks=False, center=False)
+    assert not np.isnan(plain[0].dissimilarities).any()
+    euclid = rsa.calc_brain_rdms(volumes, pat, masks, center=False, within_blocks=False,
+                                 method="euclidean")
+    raw = np.stack([volumes[rows.loc[rows["id"] == i, "sample"]].mean(0) for i in ids])
+    ref = calc_rdm(Dataset(raw[:, masks["A"]].astype(np.float64)), method="euclidean")
+    np.testing.assert_allclose(euclid[1].dissimilarities[0], ref.dissimilarities[0], rtol=1e-5)
+
+
+def test_calc_network_rdms_run_each_volume_through_its_own_fold_model():
+    rng = np.random.default_rng(24)
+    pred, volumes = _tiny_held_out(rng)
+    torch.manual_seed(0)
+    models = {"run-1": EmotionCNN(n_classes=2).eval(), "run-2": EmotionCNN(n_classes=2).eval()}
+    calls = []
+
+    def get(fold):
+        calls.append(fold)
+        return models[fold]
+
+    pat = rsa.define_patterns(pred, kind="class", within_fold=False, pool_subjects=True)
+    out = rsa.calc_network_rdms(volumes, pat, get, ["block1", "pool"], center=False,
+                                batch_size=5)
+    assert len(out) == 1 and sorted(calls) == ["run-1", "run-2"]  # each model loaded once
+    feats = {}
+    with torch.no_grad():
+        for _, r in pat.iterrows():
+            x = torch.from_numpy(volumes[r["sample"]][None, None])
+            m = models[r["fold"]]
+            feats.setdefault(r["id"], []).append(
+                [m.block1(m.conv1(x)).reshape(-1).numpy(), m.features(x).reshape(-1).numpy()])
+    ids = out[0].pattern_descriptors["id"]
+    assert ids == ["FEAR", "LOVE"]
+    for k in range(2):
+        means = np.stack([np.mean([f[k] for f in feats[i]], axis=0) for i in ids])
+        ref = 1 - np.corrcoef(means)[0, 1]
+        assert out[0].dissimilarities[k, 0] == pytest.approx(ref, abs=1e-5)
+    assert out[0].rdm_descriptors["layer"] == ["block1", "pool"]
+    per_subject = rsa.calc_network_rdms(volumes, rsa.define_patterns(pred, moment_s=10),
+                                        models, ["pool"])
+    assert len(per_subject) == 2 and per_subject[0].n_cond == 6
+    assert np.isnan(per_subject[0].dissimilarities).sum() == 9  # 3 x 3 pairs across folds
+
+
+def test_reduce_to_an_int_pools_large_layers_and_keeps_small_ones():
+    torch.manual_seed(1)
+    model = EmotionCNN(n_classes=2).eval()
+    x = torch.randn(3, 1, 16, 16, 8)
+    acts = rsa.extract_activations(model, x, ["conv1", "block3"], reduce=4)
+    assert acts["conv1"].shape == (3, 32 * 4 * 4 * 4)
+    assert acts["block3"].shape == (3, 256 * 2 * 2 * 1)  # 2 x 2 x 1 is kept, not upsampled
+    with torch.no_grad():
+        ref = torch.nn.functional.adaptive_avg_pool3d(model.conv1(x), 4).reshape(3, -1)
+    np.testing.assert_allclose(acts["conv1"], ref.numpy(), atol=1e-6)

@@ -68,6 +68,13 @@ from emolib.plots.labels import (  # noqa: E402
     plot_labels_by_run,
     plot_mean_epis,
 )
+from emolib.plots.occlusion import (  # noqa: E402
+    plot_class_maps,
+    plot_embedding,
+    plot_embedding_seeds,
+    plot_localisation,
+    plot_top_voxels,
+)
 from emolib.plots.rsa import (  # noqa: E402
     plot_hierarchy_alignment,
     plot_joint_heatmap,
@@ -83,4 +90,6 @@ __all__ = [
     "plot_hierarchy_alignment", "plot_joint_heatmap", "plot_label_status",
     "plot_label_timeline", "plot_labels_by_run", "plot_mean_epis", "plot_radar",
     "plot_roi_layer_heatmaps", "plot_rsa_surface", "plot_system_bars",
+    "plot_class_maps", "plot_embedding", "plot_embedding_seeds", "plot_localisation",
+    "plot_top_voxels",
 ]

@@ -1,4 +1,5 @@
-"""Figures of the RSA chapters: ROI x layer heatmaps, system bars, hierarchy, radar, 3D surface.
+"""Figures of the RSA chapters: ROI x layer heatmaps, system bars, hierarchy, radar, 3D surface,
+Mantel null and group contrasts along the layers.
 
 Every helper takes the tidy table of :func:`emolib.rsa.compare_table` (columns ``subject``,
 ``roi``, ``layer``, ``value``; optionally ``method``) or of
@@ -171,6 +172,7 @@ def plot_system_bars(
     subjects: Sequence[str] | None = None,
     layers: Sequence[str] | None = None,
     method: str | None = None,
+    xlabel: str = "visual system",
 ) -> Figure:
     """Grouped bars by visual system (Early, Mid, High), one bar per layer, one panel per subject.
 
@@ -190,6 +192,9 @@ def plot_system_bars(
         What to draw, in order.
     method : str, optional
         Which method's rows.
+    xlabel : str, default="visual system"
+        Label of the x-axes (the groups need not be visual systems: any mapping of group
+        name to ROI names works, e.g. planted regions and control parcels).
 
     Returns
     -------
@@ -235,7 +240,7 @@ def plot_system_bars(
         ax.axhline(0, color="0.3", linewidth=0.6)
         ax.set_xticks(np.arange(len(names)), names)
         ax.set_title(str(subject))
-        ax.set_xlabel("visual system")
+        ax.set_xlabel(xlabel)
     axes[0, 0].set_ylabel("RDM similarity")
     axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
     return fig
@@ -249,6 +254,7 @@ def plot_hierarchy_alignment(
     layers: Sequence[str] | None = None,
     method: str | None = None,
     truth: Mapping[str, str] | None = None,
+    title: str | None = None,
 ) -> Figure:
     """Hierarchy alignment: which layer depth best matches each stage of visual cortex.
 
@@ -268,6 +274,8 @@ def plot_hierarchy_alignment(
         Which method's rows.
     truth : mapping of str to str, optional
         Planted best layer per ROI (``truth.json``'s ``best_layer``), drawn as diamonds.
+    title : str, optional
+        Axes title (default: one that names the kind).
 
     Returns
     -------
@@ -319,6 +327,8 @@ def plot_hierarchy_alignment(
         ax.set_title("Hierarchy alignment: similarity per system")
     else:
         raise ValueError("kind must be 'peak' or 'profile'")
+    if title is not None:
+        ax.set_title(title)
     ax.legend(fontsize=7, frameon=False)
     return fig
 
@@ -447,4 +457,89 @@ def plot_rsa_surface(
         },
         margin={"l": 0, "r": 0, "t": 40, "b": 0},
     )
+    return fig
+
+
+def plot_mantel(result, *, title: str | None = None, xlabel: str = "RDM similarity") -> Figure:
+    """Histogram of a Mantel test's permutation null with the observed similarity.
+
+    Parameters
+    ----------
+    result : emolib.rsa.MantelResult
+        From :func:`emolib.rsa.calc_mantel`.
+    title : str, optional
+        Axes title (default: names the test and the number of permutations).
+    xlabel : str, default="RDM similarity"
+        Label of the x-axis.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes: the null (the identity permutation included when exact) and a line at the
+        observed value, labelled with the p-value.
+    """
+    null = np.asarray(result.null_distribution)
+    fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
+    ax.hist(null, bins=min(30, max(5, len(null) // 4)), color="#bbbbbb", edgecolor="white")
+    ax.axvline(result.statistic, color="#d62728", lw=2,
+               label=f"observed {result.statistic:.3f}, p = {result.p_value:.3g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("permutations")
+    ax.legend(frameon=False, fontsize=8)
+    what = "all" if result.exact else "random"
+    ax.set_title(title or f"Mantel test ({what} {len(null)} permutations, {result.method})")
+    return fig
+
+
+def plot_group_contrast(
+    table: pd.DataFrame,
+    *,
+    layers: Sequence[str] | None = None,
+    subjects: Sequence[str] | None = None,
+    title: str | None = None,
+    ylabel: str | None = None,
+) -> Figure:
+    """A difference of similarities along the layers, one line per subject, with intervals.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`emolib.rsa.calc_group_contrast`: ``layer``, ``diff``, ``ci_low``,
+        ``ci_high``, optionally ``subject``, ``a``, ``b``, ``significant``.
+    layers, subjects : sequence of str, optional
+        What to draw, in order.
+    title, ylabel : str, optional
+        Title and y-label (default: from ``a`` and ``b``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes; filled markers are FDR-significant differences.
+    """
+    t = _with_subject(table)
+    layers = list(layers) if layers is not None else _ordered(t["layer"])
+    subjects = list(subjects) if subjects is not None else _ordered(t["subject"])
+    x = np.arange(len(layers))
+    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+    colours = sns.color_palette("deep", n_colors=len(subjects))
+    width = 0.5 / max(len(subjects), 1)
+    for k, subject in enumerate(subjects):
+        sub = t[t["subject"] == subject].set_index("layer").reindex(layers)
+        xs = x + (k - (len(subjects) - 1) / 2) * width
+        err = np.clip(np.vstack([sub["diff"] - sub["ci_low"], sub["ci_high"] - sub["diff"]]),
+                      0, None)
+        ax.errorbar(xs, sub["diff"], yerr=err, color=colours[k], marker="o", capsize=2,
+                    lw=1.5 if subject == "joint" else 0.8, label=str(subject),
+                    markerfacecolor="white")
+        if "significant" in sub.columns:
+            sig = sub["significant"].fillna(False).to_numpy(dtype=bool)
+            ax.scatter(xs[sig], sub["diff"].to_numpy()[sig], color=colours[k], zorder=3, s=22)
+    ax.axhline(0, color="0.3", lw=0.7)
+    ax.set_xticks(x, layers)
+    ax.set_xlabel("layer")
+    a = t["a"].iloc[0] if "a" in t.columns else "a"
+    b = t["b"].iloc[0] if "b" in t.columns else "b"
+    ax.set_ylabel(ylabel or f"similarity: {a} minus {b}")
+    ax.set_title(title or f"{a} against {b} (filled: FDR-significant)")
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
     return fig
