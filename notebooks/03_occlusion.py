@@ -151,8 +151,10 @@ display(Markdown(
     f"probability at least {min_prob:g})"
     + ("." if (selection["rule"] == "original").all() else
        f"; {int((selection['rule'] == 'filled up').sum())} were filled up (mean true-class "
-       f"probability {selection.loc[selection['rule'] == 'filled up', 'p_true'].mean():.2f}). "
-       "The maps below then explain a network that was rarely, if ever, confidently right.")))
+       f"probability {selection.loc[selection['rule'] == 'filled up', 'p_true'].mean():.2f}), "
+       f"for {', '.join(selection.loc[selection['rule'] == 'filled up', 'label'].unique())}. "
+       "Their maps explain volumes the network was not confidently right about: read them "
+       "with care.")))
 
 # %% [markdown]
 # ## Occlusion
@@ -253,6 +255,13 @@ else:
     display(Markdown("Real data: no planted regions to score against."))
 
 # %% [markdown]
+# Bright cells off the diagonal are not necessarily errors. A volume of one class is also a
+# volume of *not* the others: their regions are quiet, below their mean after z-scoring, and
+# blanking such a region sets it to the mean, which looks like the other class's response and
+# lowers the probability of the true class. A network that uses "region B is quiet" as evidence
+# for class A therefore gives A's map large drops in B's region as well. The diagonal asks the
+# narrower question: is each class's own region among the voxels its map ranks highest?
+#
 # What the score can and cannot say. It checks the method where the answer is known, on data
 # whose signal was made to sit in compact regions. The test suite runs the same pipeline on
 # planted and on null data (nothing planted): the planted regions are found, and on null

@@ -76,8 +76,10 @@ from emolib.plots.occlusion import (  # noqa: E402
     plot_top_voxels,
 )
 from emolib.plots.rsa import (  # noqa: E402
+    plot_group_contrast,
     plot_hierarchy_alignment,
     plot_joint_heatmap,
+    plot_mantel,
     plot_radar,
     plot_roi_layer_heatmaps,
     plot_rsa_surface,
@@ -85,6 +87,7 @@ from emolib.plots.rsa import (  # noqa: E402
 )
 
 __all__ = [
+    "plot_group_contrast", "plot_mantel",
     "OfflineHtmlRenderer", "class_palette", "configure_plotly", "plot_class_counts",
     "plot_confusion", "plot_leakage", "plot_learning_curves", "plot_null", "plot_roc_by_fold",
     "plot_hierarchy_alignment", "plot_joint_heatmap", "plot_label_status",
