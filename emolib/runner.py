@@ -196,10 +196,12 @@ def stage_static_assets(book_dir: Path = BOOK_DIR) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir()
+    # Only the combined component and its fonts: Jupyter Book adds every .js file under
+    # _static to every notebook page, and MathJax's lazily loaded parts (ui/, a11y/, tex
+    # extensions) would then run twice and clash with the copies inside the combined file.
     shutil.copy2(es5 / "tex-mml-chtml.js", dest / "tex-mml-chtml.js")
-    for sub in ("output/chtml/fonts/woff-v2", "a11y", "ui", "input/tex/extensions"):
-        if (es5 / sub).is_dir():
-            shutil.copytree(es5 / sub, dest / sub)
+    fonts = "output/chtml/fonts/woff-v2"
+    shutil.copytree(es5 / fonts, dest / fonts)
 
 
 def copy_book_sources(dest: Path) -> Path:
