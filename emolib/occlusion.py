@@ -42,7 +42,7 @@ The occlusion chapter's pipeline builds on it: :func:`select_confident` picks th
 volumes to explain (the original's rule), :func:`occlude_by_fold` occludes each with its own
 fold's network, :func:`class_map_images` / :func:`save_class_maps` write the class-mean maps
 as NIfTI in the data's space, :func:`top_voxels` lists each map's largest drops, and on
-generated data (:func:`find_truth`) :func:`localisation_scores` and
+generated data (:func:`emolib.synthetic.forrest.find_truth`) :func:`localisation_scores` and
 :func:`localisation_matrix` score the maps against the planted regions.
 """
 
@@ -1235,40 +1235,6 @@ __all__ += [
 ]
 
 
-def find_truth(manifest: dict, shape: Sequence[int] | None = None) -> dict | None:
-    """The planted truth of generated data, or ``None`` for real data.
-
-    Generated datasets (:func:`emolib.synthetic.generate_studyforrest`) keep their truth in
-    ``truth/`` beside the BIDS root that 01_dataprep read (``parameters["bids_dir"]`` of its
-    manifest); real data have none.
-
-    Parameters
-    ----------
-    manifest : dict
-        The manifest of 01_dataprep (:attr:`emolib.dataprep.PreparedData.manifest`).
-    shape : sequence of int, optional
-        The data's grid; a truth on another grid raises ``ValueError``.
-
-    Returns
-    -------
-    dict or None
-        :func:`emolib.synthetic.read_truth` of the dataset, or ``None``.
-    """
-    bids = (manifest.get("parameters") or {}).get("bids_dir")
-    if not bids:
-        return None
-    folder = Path(bids).parent
-    if not (folder / "truth" / "generation.json").is_file():
-        return None
-    from emolib.synthetic import read_truth
-
-    truth = read_truth(folder)
-    if shape is not None and tuple(truth["brain_mask"].shape) != tuple(shape):
-        raise ValueError(f"the truth in {folder} has grid {truth['brain_mask'].shape}, the "
-                         f"data {tuple(shape)}")
-    return truth
-
-
 def label_voxels(voxels: pandas.DataFrame | np.ndarray, regions: dict[str, np.ndarray],
                  outside: str = "none") -> np.ndarray:
     """Name the planted region each voxel lies in (``outside`` when in none).
@@ -1278,7 +1244,8 @@ def label_voxels(voxels: pandas.DataFrame | np.ndarray, regions: dict[str, np.nd
     voxels : pandas.DataFrame or numpy.ndarray
         Voxel indices: columns ``i``, ``j``, ``k`` or an ``(n, 3)`` array.
     regions : dict of str to numpy.ndarray
-        Region masks (:func:`find_truth`); a voxel in several takes the first.
+        Region masks (:func:`emolib.synthetic.forrest.find_truth`); a voxel in several
+        takes the first.
     outside : str, default="none"
         Name for voxels outside every region.
 
@@ -1294,4 +1261,4 @@ def label_voxels(voxels: pandas.DataFrame | np.ndarray, regions: dict[str, np.nd
     return out.astype(str)
 
 
-__all__ += ["find_truth", "label_voxels"]
+__all__ += ["label_voxels"]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from emolib.errors import InputDataError
+from emolib.synthetic.forrest import find_truth  # noqa: F401  (re-exported: ROIs from the truth)
 
 #: ROI kinds of :class:`RoiSet`.
 KINDS = ("planted", "parcel", "atlas")
@@ -74,30 +75,6 @@ class RoiSet:
         """Kind to the names of its ROIs (for grouped figures and group contrasts)."""
         return {k: tuple(self.table.loc[self.table["kind"] == k, "roi"])
                 for k in KINDS if (self.table["kind"] == k).any()}
-
-
-def find_truth(bids_dir: str | os.PathLike | None) -> dict | None:
-    """The truth of a generated dataset, or None for real data.
-
-    Parameters
-    ----------
-    bids_dir : str or path-like, optional
-        The BIDS folder the data were prepared from (``prepared.manifest["parameters"]
-        ["bids_dir"]``); a generated dataset keeps ``truth/generation.json`` in its parent.
-
-    Returns
-    -------
-    dict or None
-        :func:`emolib.synthetic.read_truth` of the dataset, None when there is no truth.
-    """
-    if bids_dir is None:
-        return None
-    folder = Path(bids_dir).parent
-    if not (folder / "truth" / "generation.json").is_file():
-        return None
-    from emolib.synthetic import read_truth
-
-    return read_truth(folder)
 
 
 def parcellate_mask(

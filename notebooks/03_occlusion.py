@@ -85,7 +85,6 @@ from emolib.occlusion import (
     analysis_mask,
     class_map_images,
     class_mean_maps,
-    find_truth,
     label_voxels,
     localisation_matrix,
     localisation_scores,
@@ -103,13 +102,14 @@ from emolib.plots import (
     plot_localisation,
     plot_top_voxels,
 )
+from emolib.synthetic.forrest import find_truth
 from emolib.train import resolve_device
 
 configure_plotly()
 prepared = load_prepared(get_derived_dir("01_dataprep", profile, data_dir, create=False))
 result = load_decoding(get_derived_dir("02_training", profile, data_dir, create=False) / split)
 classes = result.classes
-truth = find_truth(prepared.manifest, prepared.volumes.shape[1:])
+truth = find_truth(prepared.manifest["parameters"]["bids_dir"], prepared.volumes.shape[1:])
 mask = analysis_mask(prepared.mask, prepared.mean_image(prepared.samples["subject"].iloc[0]))
 run_device = str(resolve_device(device))
 out_dir = get_derived_dir("03_occlusion", profile, data_dir) / split

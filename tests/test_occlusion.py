@@ -505,15 +505,15 @@ def test_planted_regions_are_found_and_null_data_find_nothing(tmp_path_factory):
 
 
 def test_find_truth_and_label_voxels(tiny_dataset, tmp_path):
-    from emolib.occlusion import find_truth, label_voxels
+    from emolib.occlusion import label_voxels
+    from emolib.synthetic.forrest import find_truth
 
-    manifest = {"parameters": {"bids_dir": str(tiny_dataset / "ds000113")}}
-    truth = find_truth(manifest, (12, 12, 10))
+    truth = find_truth(tiny_dataset / "ds000113", (12, 12, 10))
     assert truth is not None and set(truth["regions"]) == set(truth["classes"])
     with pytest.raises(ValueError, match="grid"):
-        find_truth(manifest, (80, 80, 35))
-    assert find_truth({"parameters": {"bids_dir": str(tmp_path / "ds000113")}}) is None
-    assert find_truth({"parameters": {}}) is None
+        find_truth(tiny_dataset / "ds000113", (80, 80, 35))
+    assert find_truth(tmp_path / "ds000113") is None
+    assert find_truth(None) is None
     regions = {"A": np.zeros((3, 3, 3), bool), "B": np.zeros((3, 3, 3), bool)}
     regions["A"][0, 0, 0] = regions["B"][1, 1, 1] = regions["B"][0, 0, 0] = True
     vox = pd.DataFrame({"i": [0, 1, 2], "j": [0, 1, 2], "k": [0, 1, 2]})

@@ -12,12 +12,13 @@ from emolib.synthetic.bold5000 import (
     simulate_bold5000_rdms,
 )
 from emolib.synthetic.forrest import (
+    find_truth,
     generate_annotations,
     generate_studyforrest,
     read_truth,
 )
 
 __all__ = [
-    "generate_annotations", "generate_bold5000", "generate_studyforrest",
+    "find_truth", "generate_annotations", "generate_bold5000", "generate_studyforrest",
     "read_bold5000_truth", "read_truth", "simulate_bold5000_rdms",
 ]

@@ -396,3 +396,31 @@ def read_truth(out_dir: str | os.PathLike) -> dict:
     tm = truth["parameters"]["timing"]
     truth["timing"] = RunTiming(tuple(tm["starts"]), tuple(tm["n_volumes"]), tm["tr"])
     return truth
+
+
+def find_truth(bids_dir: str | os.PathLike | None, shape=None) -> dict | None:
+    """The truth of the generated dataset a BIDS tree belongs to, or ``None`` for real data.
+
+    Parameters
+    ----------
+    bids_dir : str or path-like, optional
+        The BIDS folder the data were prepared from (``prepared.manifest["parameters"]
+        ["bids_dir"]``); a generated dataset keeps ``truth/generation.json`` in its parent.
+    shape : sequence of int, optional
+        The data's grid; a truth on another grid raises ``ValueError``.
+
+    Returns
+    -------
+    dict or None
+        :func:`read_truth` of the dataset, ``None`` when there is no truth.
+    """
+    if not bids_dir:
+        return None
+    folder = Path(bids_dir).parent
+    if not (folder / "truth" / "generation.json").is_file():
+        return None
+    truth = read_truth(folder)
+    if shape is not None and tuple(truth["brain_mask"].shape) != tuple(shape):
+        raise ValueError(f"the truth in {folder} has grid {truth['brain_mask'].shape}, the "
+                         f"data {tuple(shape)}")
+    return truth
