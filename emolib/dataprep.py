@@ -18,7 +18,6 @@ failure leaves no half-written output.
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from emolib.bids import check_runs, decode_bold, find_runs, read_run_info
 from emolib.errors import InputDataError
 from emolib.labels import consensus_labels, select_classes
 from emolib.manifest import read_manifest, sha256_bytes, write_manifest
+from emolib.paths import atomic_output_dir
 from emolib.timing import STUDYFORREST, RunTiming
 
 STAGE = "01_dataprep"
@@ -261,11 +261,7 @@ def prepare_dataset(
         raise InputDataError(bids_dir, "no volume falls on a selected label step: check the "
                                        "timing and the annotations")
 
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_output_dir(out_dir) as tmp:
         # 4. mask
         if mask is None:
             mask_arr = None
@@ -344,12 +340,6 @@ def prepare_dataset(
             "kept_steps": int(labels["label"].notna().sum()),
             "selected_steps": len(selected),
         })
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
     return load_prepared(out_dir)
 
 

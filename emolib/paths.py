@@ -8,6 +8,9 @@ Modelled on :func:`nilearn.datasets.get_data_dirs`: an explicit argument wins, t
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,3 +64,26 @@ def get_derived_dir(
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def atomic_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Write a folder all at once: nothing half-written is ever left at ``out_dir``.
+
+    Yields ``<out_dir>.partial`` (emptied first) to write into. When the block ends normally
+    that folder replaces ``out_dir``; when it raises, it is deleted and ``out_dir`` is left
+    as it was.
+    """
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from emolib.annotations import COLUMNS, read_observers
 from emolib.bids import STUDYFORREST_SUBJECTS, bold_path
 from emolib.labels import consensus_labels, select_classes
+from emolib.paths import atomic_output_dir
 from emolib.timing import STUDYFORREST, RunTiming
 
 #: Voxel size (mm) of ds000113 ``ses-movie`` BOLD images.
@@ -268,11 +269,8 @@ def generate_studyforrest(
         elif any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} exists and is not a generated dataset")
     rng = np.random.default_rng(seed)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "truth").mkdir(parents=True)
-    try:
+    with atomic_output_dir(out_dir) as tmp:
+        (tmp / "truth").mkdir()
 
         # labels
         if annotations_dir is None:
@@ -367,12 +365,6 @@ def generate_studyforrest(
                     f"({label_mode} mode); null=True plants nothing.",
         }
         (tmp / "truth" / "generation.json").write_text(json.dumps(truth, indent=2))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
     return out_dir
 
 
