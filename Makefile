@@ -23,11 +23,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## Execute every notebook with the demo profile (generated data) and build the book's HTML.
 book: $(STAMP)
-	$(PY) -m emolib.runner --profile $(PROFILE)
+	$(PY) -m emolib.book --profile $(PROFILE)
 
 ## The smallest end-to-end book (smoke profile).
 smoke: $(STAMP)
-	$(PY) -m emolib.runner --profile smoke
+	$(PY) -m emolib.book --profile smoke
 
 ## Run the test suite (offline, seeded; runs every notebook with the smoke profile, builds the
 ## smoke book and opens every page in headless Chromium, installed here where it is missing).

@@ -27,7 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from emolib.dataprep import prepare_dataset
+from emolib.forrest.dataprep import prepare_dataset
 from emolib.paths import get_data_dir
 from emolib.synthetic import generate_studyforrest
 

@@ -33,52 +33,9 @@ import time
 
 import numpy as np
 import torch
-from captum.attr import Occlusion
-from torch import nn
 
-from emolib.model import EmotionCNN
 from emolib.occlusion import occlusion_map
-
-
-def build_model(seed: int = 0) -> EmotionCNN:
-    """The original architecture, seeded, with non-trivial batch-norm statistics."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = EmotionCNN(n_classes=5, in_shape=(80, 80, 35))
-    for mod in model.modules():
-        if isinstance(mod, nn.BatchNorm3d):
-            c = mod.num_features
-            mod.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
-            mod.running_var.copy_(0.05 + 0.15 * torch.rand(c, generator=gen))
-            mod.weight.data.copy_(0.5 + torch.rand(c, generator=gen))
-            mod.bias.data.copy_(0.1 * torch.randn(c, generator=gen))
-    return model.eval()
-
-
-def make_volume(seed: int = 1) -> torch.Tensor:
-    """A smooth random 80 x 80 x 35 volume, z-scored, shape (1, 1, X, Y, Z)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, 1, 80, 80, 35, generator=gen)
-    x = nn.functional.avg_pool3d(x, 3, stride=1, padding=1)
-    return (x - x.mean()) / x.std()
-
-
-def run_captum(model, volume, target, region, patch, stride, batch_size):
-    """Captum's Occlusion on the region's windows, the model seeing the full volume."""
-    full = volume[0]
-
-    def forward(sub: torch.Tensor) -> torch.Tensor:
-        z = full.expand(sub.shape[0], *full.shape).clone()
-        z[:, :, region[0], region[1], region[2]] = sub
-        return torch.softmax(model(z), dim=1)
-
-    sub = full[:, region[0], region[1], region[2]][None]
-    with torch.inference_mode():
-        attr = Occlusion(forward).attribute(
-            sub, sliding_window_shapes=(1, *patch), strides=(1, *stride), baselines=0.0,
-            target=target, perturbations_per_eval=batch_size,
-        )  # fmt: skip
-    return attr[0, 0].numpy()
+from emolib.testing import captum_occlusion, seeded_cnn, smooth_volume
 
 
 def main() -> None:
@@ -95,8 +52,8 @@ def main() -> None:
         region = (slice(36, 44), slice(36, 44), slice(16, 20))  # 4 x 4 x 2 windows
     else:
         region = (slice(32, 48), slice(32, 48), slice(16, 20))  # 8 x 8 x 2 windows
-    model = build_model()
-    volume = make_volume()
+    model = seeded_cnn(5, (80, 80, 35), seed=0)
+    volume = smooth_volume((80, 80, 35), seed=1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
 
     def ours():
@@ -108,7 +65,7 @@ def main() -> None:
     ours()  # warm-up (allocator, kernels); Captum's first call is slow enough to need none
     res, t_ours1 = ours()
     t0 = time.perf_counter()
-    ref = run_captum(model, volume, target, region, patch, stride, bs)
+    ref = captum_occlusion(model, volume[0], target, patch, stride, region=region, batch_size=bs)
     t_captum = time.perf_counter() - t0
     res2, t_ours2 = ours()
     t_ours = (t_ours1 + t_ours2) / 2

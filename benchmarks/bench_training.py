@@ -1,4 +1,4 @@
-"""Benchmark: training throughput of ``emolib.train`` against a plain loop as the original wrote it.
+"""Benchmark: training throughput of ``emolib.models.train`` against the original's plain loop.
 
 The job: full-size volumes (1 x 80 x 80 x 35), the original model (``EmotionCNN``, 5 classes),
 batch 16, AdamW + cross-entropy; one training epoch over ``--n`` volumes, then one evaluation
@@ -6,7 +6,7 @@ pass. Both sides use the same model initialisation and the same data.
 
 - *plain*: the original's loop: in-memory tensors in a ``TensorDataset``, a shuffling
   ``DataLoader`` (batch 16), contiguous (NCDHW) tensors, evaluation under ``torch.no_grad``.
-- *emolib*: :func:`emolib.train.train_model`: one contiguous tensor, batches by
+- *emolib*: :func:`emolib.models.train.train_model`: one contiguous tensor, batches by
   ``index_select``, channels-last 3D memory format, evaluation under ``torch.inference_mode``.
 
 Each side runs ``--repeats`` times, interleaved; the best time is kept. Prints volumes/s and
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from emolib.model import EmotionCNN
-from emolib.train import TrainConfig, evaluate_batches, to_tensor, train_model
+from emolib.models.cnn import EmotionCNN
+from emolib.models.train import TrainConfig, evaluate_batches, to_tensor, train_model
 
 
 def plain(x: np.ndarray, y: np.ndarray, device: str, seed: int) -> tuple[float, float]:

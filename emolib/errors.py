@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from os import PathLike
 
+__all__ = [
+    "InputDataError",
+]
+
 
 class InputDataError(ValueError):
     """Input data is unusable; the message names the file (and line) and the problem.

@@ -17,6 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = [
+    "TRACKED_PACKAGES", "jsonable", "package_versions", "read_manifest", "sha256_bytes",
+    "sha256_file", "write_manifest",
+]
+
 #: Packages whose versions go into every manifest.
 TRACKED_PACKAGES = (
     "emolib", "numpy", "scipy", "pandas", "scikit-learn", "nibabel", "nilearn", "torch",
@@ -49,11 +54,11 @@ def package_versions(packages: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, 
     return out
 
 
-def _jsonable(obj):
+def jsonable(obj):
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, np.generic):
@@ -93,9 +98,9 @@ def write_manifest(
     manifest = {
         "stage": stage,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "parameters": _jsonable(parameters),
-        "inputs": _jsonable(inputs or {}),
-        "outputs": _jsonable(outputs or {}),
+        "parameters": jsonable(parameters),
+        "inputs": jsonable(inputs or {}),
+        "outputs": jsonable(outputs or {}),
         "versions": package_versions(),
         "platform": {"system": platform.platform(), "executable": sys.executable},
     }

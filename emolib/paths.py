@@ -13,6 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+__all__ = [
+    "DEFAULT_DATA_DIR", "REPO_ROOT", "SHARED_ANNOTATIONS_DIR", "atomic_output_dir",
+    "get_data_dir", "get_derived_dir",
+]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 #: The real Labs et al. (2015) annotation files, when the shared data folder sits beside the repo.

@@ -63,9 +63,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib import labels as lab
-from emolib.annotations import read_observers
-from emolib.dataprep import prepare_dataset, summarize_inputs
+from emolib.datasets import obtain_dataset
+from emolib.forrest import STUDYFORREST, RunTiming, prepare_dataset, summarize_inputs
+from emolib.forrest import labels as lab
+from emolib.io import read_observers
 from emolib.paths import get_derived_dir
 from emolib.plots import (
     configure_plotly,
@@ -75,8 +76,6 @@ from emolib.plots import (
     plot_labels_by_run,
     plot_mean_epis,
 )
-from emolib.sources import obtain_dataset
-from emolib.timing import STUDYFORREST, RunTiming
 
 configure_plotly()
 pd.set_option("display.max_columns", 20)
@@ -102,7 +101,7 @@ display(Markdown(
 #
 # Each observer marked episodes of portrayed emotion with a start and end in movie time, the
 # character, arousal, valence, direction and zero or more of 22 emotion categories. The reader
-# (`emolib.annotations.read_observers`) checks every row (columns, times, the vocabularies of
+# (`emolib.io.annotations.read_observers`) checks every row (columns, times, the vocabularies of
 # every field) and names the file and line of anything malformed.
 
 # %%

@@ -63,10 +63,15 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib.dataprep import load_prepared
-from emolib.decoding import ground_truth_check, run_decoding, summarize_decoding
-from emolib.evaluate import classification_metrics, permutation_test
-from emolib.model import EmotionCNN, count_parameters
+from emolib.decoding import (
+    classification_metrics,
+    ground_truth_check,
+    permutation_test,
+    run_decoding,
+    summarize_decoding,
+)
+from emolib.forrest import assert_no_leak, find_leaks, load_prepared, make_splits
+from emolib.models import EmotionCNN, TrainConfig, count_parameters, resolve_device
 from emolib.paths import get_derived_dir
 from emolib.plots import (
     configure_plotly,
@@ -76,8 +81,6 @@ from emolib.plots import (
     plot_null,
     plot_roc_by_fold,
 )
-from emolib.splits import assert_no_leak, find_leaks, make_splits
-from emolib.train import TrainConfig, resolve_device
 
 configure_plotly()
 prepared = load_prepared(get_derived_dir("01_dataprep", profile, data_dir, create=False))

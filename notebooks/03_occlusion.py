@@ -71,16 +71,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib.dataprep import load_prepared
-from emolib.decoding import load_decoding
-from emolib.embedding import (
-    features_by_fold,
-    label_agreement,
-    umap_stability,
-    voxel_drop_vectors,
-)
-from emolib.evaluate import macro_auc
+from emolib.decoding import load_decoding, macro_auc
+from emolib.embedding import label_agreement, umap_stability
+from emolib.forrest import load_prepared
 from emolib.manifest import sha256_file, write_manifest
+from emolib.models import features_by_fold, resolve_device
 from emolib.occlusion import (
     analysis_mask,
     class_map_images,
@@ -92,6 +87,7 @@ from emolib.occlusion import (
     save_class_maps,
     select_confident,
     top_voxels,
+    voxel_drop_vectors,
 )
 from emolib.paths import get_derived_dir
 from emolib.plots import (
@@ -102,8 +98,7 @@ from emolib.plots import (
     plot_localisation,
     plot_top_voxels,
 )
-from emolib.synthetic.forrest import find_truth
-from emolib.train import resolve_device
+from emolib.synthetic import find_truth
 
 configure_plotly()
 prepared = load_prepared(get_derived_dir("01_dataprep", profile, data_dir, create=False))

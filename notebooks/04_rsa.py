@@ -78,9 +78,16 @@ from rsatoolbox.vis import show_rdm
 
 from emolib import rsa
 from emolib.bold5000 import find_best_layers
-from emolib.dataprep import load_prepared
 from emolib.decoding import load_decoding
+from emolib.forrest import (
+    calc_brain_rdms,
+    calc_network_rdms,
+    define_patterns,
+    load_prepared,
+    make_rois,
+)
 from emolib.manifest import sha256_file, write_manifest
+from emolib.models import load_trained, resolve_device
 from emolib.paths import get_derived_dir
 from emolib.plots import (
     configure_plotly,
@@ -90,8 +97,7 @@ from emolib.plots import (
     plot_system_bars,
 )
 from emolib.plots.rsa import plot_group_contrast, plot_mantel
-from emolib.rois import find_truth, make_rois
-from emolib.train import load_trained, resolve_device
+from emolib.synthetic import find_truth
 
 configure_plotly()
 pd.set_option("display.max_columns", 20)
@@ -126,10 +132,10 @@ display(Markdown(
 # every volume.
 
 # %%
-by_class = rsa.define_patterns(held_out, kind="class", within_fold=False, pool_subjects=True)
-class_brain = rsa.calc_brain_rdms(prepared.volumes, by_class, {"brain": prepared.mask},
+by_class = define_patterns(held_out, kind="class", within_fold=False, pool_subjects=True)
+class_brain = calc_brain_rdms(prepared.volumes, by_class, {"brain": prepared.mask},
                                   center=False)[0]
-class_net = rsa.calc_network_rdms(prepared.volumes, by_class, models,
+class_net = calc_network_rdms(prepared.volumes, by_class, models,
                                   list(dict.fromkeys([*layers, "pool"])), center=False,
                                   reduce=reduce or "flatten")[0]
 pooled = class_net.subset("layer", "pool")
@@ -196,11 +202,11 @@ rois.table
 #   brain alike.
 
 # %%
-moments = rsa.define_patterns(held_out, kind=patterns, moment_s=moment_s,
+moments = define_patterns(held_out, kind=patterns, moment_s=moment_s,
                               within_fold=within_fold)
-brain = rsa.calc_brain_rdms(prepared.volumes, moments, rois.masks, center=center,
+brain = calc_brain_rdms(prepared.volumes, moments, rois.masks, center=center,
                             within_blocks=within_fold, method=dissimilarity)
-network = rsa.calc_network_rdms(prepared.volumes, moments, models, layers, center=center,
+network = calc_network_rdms(prepared.volumes, moments, models, layers, center=center,
                                 within_blocks=within_fold, reduce=reduce or "flatten",
                                 method=dissimilarity)
 joint_brain = rsa.calc_joint_rdms(brain)
@@ -341,7 +347,7 @@ contrast.round(4)
 # %%
 other = "euclidean" if dissimilarity == "correlation" else "correlation"
 if has_planted:
-    brain_other = rsa.calc_brain_rdms(prepared.volumes, moments, rois.masks, center=center,
+    brain_other = calc_brain_rdms(prepared.volumes, moments, rois.masks, center=center,
                                       within_blocks=within_fold, method=other)
     boot_other = rsa.concat_bootstraps([
         rsa.bootstrap_compare(net, br, method, n_bootstrap, seed=seed)

@@ -39,7 +39,7 @@
 # layer RDMs, one file of ROI RDMs per subject, in rsatoolbox's hdf5 layout or one dataset per
 # ROI plus an `image_ids` dataset) in a folder and run the **paper** profile, which sets
 # `source = "files"` and `bold5000_dir` to that folder:
-# `.venv/bin/python -m emolib.runner --profile paper --only 05_bold5000`.
+# `.venv/bin/python -m emolib.book --profile paper --only 05_bold5000`.
 
 # %% tags=["colab"]
 # In Colab, install this project first (elsewhere this cell does nothing).
@@ -80,10 +80,10 @@ from emolib.bold5000 import (
     LAYERS,
     check_recovery,
     find_best_layers,
-    obtain_bold5000,
     roi_system,
     summarize_bold5000,
 )
+from emolib.datasets import obtain_bold5000
 from emolib.manifest import sha256_file, write_manifest
 from emolib.paths import get_derived_dir
 from emolib.plots import (

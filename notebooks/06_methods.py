@@ -41,7 +41,7 @@ progress: bool = True  # unused here; every chapter takes it
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib.methods import (
+from emolib.book.methods import (
     collect_runs,
     describe_data,
     describe_training,

@@ -49,7 +49,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from emolib.perf import ratio_table, run_benchmark
+from emolib.book.perf import ratio_table, run_benchmark
 
 data_args = ["--data-dir", data_dir] if data_dir else []
 jobs = [

@@ -41,10 +41,9 @@ progress: bool = True  # unused here; every chapter takes it
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib.dataprep import load_prepared
 from emolib.decoding import load_decoding, summarize_decoding
+from emolib.forrest import find_leaks, load_prepared, make_splits
 from emolib.paths import get_derived_dir
-from emolib.splits import find_leaks, make_splits
 
 training = get_derived_dir("02_training", profile, data_dir, create=False)
 prepared = load_prepared(get_derived_dir("01_dataprep", profile, data_dir, create=False))

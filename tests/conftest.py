@@ -6,9 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from emolib.forrest.timing import RunTiming
 from emolib.paths import SHARED_ANNOTATIONS_DIR
 from emolib.synthetic.forrest import affine_for, generate_studyforrest
-from emolib.timing import RunTiming
 
 #: A tiny movie: 3 runs of 60 volumes that overlap by 8 s, like the real 16-s overlaps.
 TINY_TIMING = RunTiming(starts=(0.0, 112.0, 224.0), n_volumes=(60, 60, 60), tr=2.0)
@@ -65,7 +65,7 @@ def tiny_null_dataset(tmp_path_factory):
 
 # --- the smoke book: every notebook executed once per session, in order ----------------------
 
-from emolib.runner import (  # noqa: E402
+from emolib.book.runner import (  # noqa: E402
     NOTEBOOKS_DIR,
     execute_notebook,
     load_profile,

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from emolib.annotations import COLUMNS, EMOTIONS, read_observer, read_observers
 from emolib.errors import InputDataError
+from emolib.io.annotations import COLUMNS, EMOTIONS, read_observer, read_observers
 
 HEADER = ",".join(COLUMNS)
 GOOD = "10.0,20.5,FORREST,LOW,POS,SELF,LOVE HAPPINESS,FACE VERBAL,SCENEEND"

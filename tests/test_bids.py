@@ -4,8 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from emolib.bids import bold_path, check_runs, find_runs, read_bold, read_run_info
 from emolib.errors import InputDataError
+from emolib.io.bids import bold_path, check_runs, find_runs, read_bold, read_run_info
 from emolib.synthetic.forrest import affine_for
 from tests.conftest import write_bold
 

@@ -12,7 +12,9 @@ from PIL import Image
 from rsatoolbox.rdm import RDMs, compare, load_rdm
 
 from emolib import bold5000, rsa
+from emolib.datasets import obtain_bold5000
 from emolib.errors import InputDataError
+from emolib.io import bold5000 as b5files
 from emolib.synthetic.bold5000 import (
     PLANTED_WEIGHTS,
     generate_bold5000,
@@ -34,7 +36,7 @@ def _small_rdms(n=6, names=("LHLOC", "RHPPA"), subject="CSI2"):
 def test_generated_files_read_back(tmp_path, layout):
     paths = generate_bold5000(tmp_path, n_images=14, seed=3, layout=layout)
     sim = simulate_bold5000_rdms(14, seed=3)
-    data = bold5000.load_bold5000(tmp_path)
+    data = b5files.load_bold5000(tmp_path)
     assert data.subjects == ["CSI1", "CSI2", "CSI3"]
     assert data.layers.rdm_descriptors["layer"] == list(bold5000.LAYERS)
     np.testing.assert_array_equal(data.layers.dissimilarities, sim.layers.dissimilarities)
@@ -53,7 +55,7 @@ def test_generated_files_read_back(tmp_path, layout):
         with h5py.File(paths["CSI1"]) as f:
             assert f.attrs["subject"] == "CSI1"
             assert f["LHEarlyVis"].shape == (14 * 13 // 2,)
-            assert len(f[bold5000.IDS_DATASET]) == 14
+            assert len(f[b5files.IDS_DATASET]) == 14
 
 
 def test_truth_json_sits_beside_the_files(tmp_path):
@@ -85,15 +87,15 @@ def test_image_ids_look_like_bold5000():
 @pytest.mark.parametrize("condensed", [True, False])
 def test_plain_round_trip_and_alignment(tmp_path, condensed):
     rdms = _small_rdms()
-    path = bold5000.save_rdms(rdms, tmp_path / "s.h5", layout="plain", condensed=condensed)
-    back = bold5000.load_rdms(path)
+    path = b5files.save_rdms(rdms, tmp_path / "s.h5", layout="plain", condensed=condensed)
+    back = b5files.load_rdms(path)
     np.testing.assert_array_equal(back.dissimilarities, rdms.dissimilarities)
     assert back.rdm_descriptors["subject"] == ["CSI2", "CSI2"]
     assert back.dissimilarity_measure == "correlation"
     shuffled = rsa.reorder_patterns(rdms, list(reversed(rdms.pattern_descriptors["id"])))
     np.testing.assert_allclose(rsa.compare_rdms(back, shuffled), compare(rdms, rdms, "corr"))
     with pytest.raises(FileExistsError):
-        bold5000.save_rdms(rdms, path, layout="plain")
+        b5files.save_rdms(rdms, path, layout="plain")
 
 
 def _write_plain(path, ids, **datasets):
@@ -145,7 +147,7 @@ def test_bad_plain_files_raise_input_data_error(tmp_path, kind, message):
         m[0, 1] = 3
         _write_plain(path, IDS4, LOC=m)
     with pytest.raises(InputDataError, match=message) as err:
-        bold5000.load_rdms(path)
+        b5files.load_rdms(path)
     assert str(path) in str(err.value)
 
 
@@ -172,7 +174,7 @@ def test_bad_rsatoolbox_files_raise_input_data_error(tmp_path, kind, message):
             del f["pattern_descriptors/id"]
             f["pattern_descriptors/id"] = np.array(IDS4, dtype="S")
     with pytest.raises(InputDataError, match=message) as err:
-        bold5000.load_rdms(path, layout="rsatoolbox")
+        b5files.load_rdms(path, layout="rsatoolbox")
     assert str(path) in str(err.value)
 
 
@@ -222,36 +224,36 @@ def test_resnet50_rdms_from_a_folder_of_images(tmp_path, monkeypatch):
 
 
 def test_obtain_bold5000_generates_once_then_reuses(tmp_path):
-    src = bold5000.obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12, seed=1)
+    src = obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12, seed=1)
     assert src.generated and src.folder == tmp_path / "synthetic" / "smoke" / "bold5000"
     assert src.truth["n_images"] == 12 and src.data.subjects == list(bold5000.SUBJECTS)
     assert {p.name for p in src.input_files} == {
         "resnet50_layers.h5", "CSI1_rois.h5", "CSI2_rois.h5", "CSI3_rois.h5", "truth.json"}
-    again = bold5000.obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12,
+    again = obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12,
                                      seed=1)
     assert not again.generated
     np.testing.assert_array_equal(again.data.layers.dissimilarities,
                                   src.data.layers.dissimilarities)
-    other = bold5000.obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12,
+    other = obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12,
                                      seed=2, subjects=("CSI1", "CSI2"))
     assert other.generated and other.data.subjects == ["CSI1", "CSI2"]
     assert not (other.folder / "CSI3_rois.h5").exists()  # stale files of the older run go
     # files: a folder read as is, a subset of subjects, a missing subject named
-    files = bold5000.obtain_bold5000("files", "paper", bold5000_dir=other.folder,
+    files = obtain_bold5000("files", "paper", bold5000_dir=other.folder,
                                      subjects=("CSI2",))
     assert not files.generated and files.data.subjects == ["CSI2"]
     assert files.truth["seed"] == 2
     with pytest.raises(InputDataError, match="CSI3"):
-        bold5000.obtain_bold5000("files", "paper", bold5000_dir=other.folder)
+        obtain_bold5000("files", "paper", bold5000_dir=other.folder)
     with pytest.raises(ValueError, match="bold5000_dir"):
-        bold5000.obtain_bold5000("files", "paper")
+        obtain_bold5000("files", "paper")
     with pytest.raises(ValueError, match="source"):
-        bold5000.obtain_bold5000("download", "paper")
+        obtain_bold5000("download", "paper")
 
 
 def test_summarize_bold5000_shows_each_file_has_its_own_order(tmp_path):
     generate_bold5000(tmp_path, n_images=10, seed=0)
-    summary = bold5000.summarize_bold5000(bold5000.load_bold5000(tmp_path))
+    summary = bold5000.summarize_bold5000(b5files.load_bold5000(tmp_path))
     assert list(summary.index) == ["resnet50_layers.h5", "CSI1_rois.h5", "CSI2_rois.h5",
                                    "CSI3_rois.h5"]
     assert (summary["images"] == 10).all() and summary["same images as layers"].all()

@@ -14,8 +14,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from emolib.book.runner import build_book, copy_book_sources
 from emolib.paths import REPO_ROOT
-from emolib.runner import build_book, copy_book_sources
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib.annotations import read_observers
-from emolib.dataprep import label_volumes, load_prepared, prepare_dataset, zscore_volumes
 from emolib.errors import InputDataError
-from emolib.labels import consensus_labels, select_classes
+from emolib.forrest.dataprep import label_volumes, load_prepared, prepare_dataset, zscore_volumes
+from emolib.forrest.labels import consensus_labels, select_classes
+from emolib.io.annotations import read_observers
 from tests.conftest import TINY_TIMING
 
 
@@ -126,7 +126,7 @@ def test_bad_run_fails_cleanly_and_writes_nothing(tiny_dataset, tmp_path):
 
 
 def test_run_length_must_match_timing(tiny_dataset, tmp_path):
-    from emolib.timing import RunTiming
+    from emolib.forrest.timing import RunTiming
 
     wrong = RunTiming(TINY_TIMING.starts, (60, 59, 60), 2.0)
     with pytest.raises(InputDataError, match="run-2_bold.nii.gz: has 60 volumes; run 2"):

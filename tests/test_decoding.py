@@ -4,17 +4,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from emolib.decoding import ground_truth_check, load_decoding, run_decoding
-from emolib.evaluate import (
+from emolib.decoding import cyclic_shift_labels, ground_truth_check, load_decoding, run_decoding
+from emolib.decoding.evaluate import (
     SCORE_DECIMALS,
     classification_metrics,
     cluster_bootstrap,
-    cyclic_shift_labels,
     fold_metrics,
     macro_auc,
     roc_curves,
 )
-from emolib.train import TrainConfig
+from emolib.models.train import TrainConfig
 
 CFG = TrainConfig(epochs=8, batch_size=16, t_max=8, patience=10, seed=0)
 
@@ -67,7 +66,7 @@ def test_outputs_on_disk_and_resume(planted):
     assert cnn["sample"].is_unique
     # a finished run is not recomputed: done folds are read back
     before = (again.folder / "fold-run-1" / "best.pt").stat().st_mtime_ns
-    from emolib.dataprep import load_prepared
+    from emolib.forrest.dataprep import load_prepared
 
     prep = load_prepared(planted.folder.parent / "prep")
     rerun = run_decoding(prep, planted.folder, "run", CFG, progress=False)

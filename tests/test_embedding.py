@@ -9,17 +9,15 @@ import torch
 
 from emolib.embedding import (
     clip_neighbors,
-    features_by_fold,
     fit_umap,
     knn_agreement,
     knn_indices,
     knn_preservation,
     label_agreement,
-    pooled_features,
     umap_stability,
-    voxel_drop_vectors,
 )
-from emolib.model import EmotionCNN
+from emolib.models import EmotionCNN, features_by_fold, pooled_features
+from emolib.occlusion import voxel_drop_vectors
 
 pytest.importorskip("umap")
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib.annotations import read_observers
-from emolib.labels import class_counts, consensus_labels, select_classes
+from emolib.forrest.labels import class_counts, consensus_labels, select_classes
+from emolib.io.annotations import read_observers
 
 
 def hand_example():

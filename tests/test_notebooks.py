@@ -11,8 +11,8 @@ import nbformat
 import pytest
 import yaml
 
+from emolib.book.runner import NOTEBOOKS_DIR, NotebookFailed, execute_notebook
 from emolib.paths import REPO_ROOT
-from emolib.runner import NOTEBOOKS_DIR, NotebookFailed, execute_notebook
 from tests.conftest import NOTEBOOKS, SMOKE
 
 #: Chapters that produce data (the others only read and report).

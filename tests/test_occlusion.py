@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from emolib.errors import InputDataError
-from emolib.model import EmotionCNN
+from emolib.models import EmotionCNN
 from emolib.occlusion import (
     class_mean_maps,
     occlusion_map,
@@ -16,6 +16,7 @@ from emolib.occlusion import (
     supports_incremental,
     window_starts,
 )
+from emolib.testing import captum_occlusion, seeded_cnn
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -31,23 +32,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
-    """Give every batch norm non-trivial running statistics and affine parameters."""
-    for mod in model.modules():
-        if isinstance(mod, nn.BatchNorm3d):
-            c = mod.num_features
-            mod.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
-            mod.running_var.copy_(0.05 + 0.15 * torch.rand(c, generator=gen))
-            mod.weight.data.copy_(0.5 + torch.rand(c, generator=gen))
-            mod.bias.data.copy_(0.1 * torch.randn(c, generator=gen))
-
-
 def _cnn(in_channels: int = 1, seed: int = 0) -> EmotionCNN:
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = EmotionCNN(n_classes=4, in_shape=(11, 9, 7), in_channels=in_channels)
-    _randomise_bn(model, gen)
-    return model.eval()
+    return seeded_cnn(4, (11, 9, 7), in_channels=in_channels, seed=seed)
 
 
 def _captum_map(
@@ -58,15 +44,8 @@ def _captum_map(
     stride: tuple[int, int, int],
     fill: float = 0.0,
 ) -> np.ndarray:
-    """Captum's occlusion of one volume (C, X, Y, Z), summed over channels' identical maps."""
-    occ = captum_attr.Occlusion(lambda z: torch.softmax(model(z), dim=1))
-    c = volume.shape[0]
-    with torch.no_grad():
-        attr = occ.attribute(
-            volume[None], sliding_window_shapes=(c, *patch), strides=(1, *stride),
-            baselines=fill, target=target, perturbations_per_eval=32,
-        )  # fmt: skip
-    return attr[0, 0].numpy()
+    """Captum's occlusion of one volume (C, X, Y, Z) (channels' maps are identical)."""
+    return captum_occlusion(model, volume, target, patch, stride, fill, batch_size=32)
 
 
 def _volumes(n: int, shape: tuple[int, ...], seed: int = 1) -> torch.Tensor:
@@ -270,6 +249,7 @@ def test_cuda_matches_cpu():
 import nibabel as nib  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from emolib.models import torch_threads  # noqa: E402
 from emolib.occlusion import (  # noqa: E402
     analysis_mask,
     class_map_images,
@@ -279,7 +259,6 @@ from emolib.occlusion import (  # noqa: E402
     save_class_maps,
     select_confident,
     top_voxels,
-    torch_threads,
 )
 
 CLASSES = ["A", "B", "C"]
@@ -347,7 +326,7 @@ def test_occlude_by_fold_uses_each_volumes_own_model(tmp_path):
         np.testing.assert_allclose(res.maps[row], ref.maps[0], atol=1e-6)
         assert res.base_prob[row] == pytest.approx(float(ref.base_prob[0]), abs=1e-6)
     np.testing.assert_array_equal(res.targets, sel["y"])
-    # a path to a checkpoint in the format of emolib.train works as well
+    # a path to a checkpoint in the format of emolib.models.train works as well
     m = models["run-1"]
     path = tmp_path / "best.pt"
     torch.save({"model": m.state_dict(), "n_classes": 4, "in_shape": (11, 9, 7),
@@ -454,10 +433,10 @@ class _SmallNet(nn.Module):
 
 def _localise(tmp_path_factory, null: bool) -> pd.DataFrame:
     """Generate tiny data, train on two runs, occlude held-out volumes of the third, score."""
-    from emolib.dataprep import prepare_dataset
-    from emolib.splits import make_splits
+    from emolib.forrest.dataprep import prepare_dataset
+    from emolib.forrest.splits import make_splits
+    from emolib.forrest.timing import RunTiming
     from emolib.synthetic import generate_studyforrest, read_truth
-    from emolib.timing import RunTiming
 
     timing = RunTiming(starts=(0.0, 292.0, 584.0), n_volumes=(150, 150, 150), tr=2.0)
     root = tmp_path_factory.mktemp("occ_truth")

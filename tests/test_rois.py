@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from emolib.errors import InputDataError
-from emolib.rois import find_truth, load_atlas, make_rois, masks_from_labels, parcellate_mask
+from emolib.forrest import load_atlas, make_rois, masks_from_labels, parcellate_mask
+from emolib.synthetic import find_truth
 from emolib.synthetic.forrest import affine_for, brain_mask
 
 SHAPE = (12, 12, 8)

@@ -19,10 +19,22 @@ from rsatoolbox.util.inference_util import bootstrap_pair_tests, t_test_0, t_tes
 from scipy.spatial.distance import squareform
 
 from emolib import rsa
-from emolib.model import EmotionCNN
+from emolib.forrest import calc_brain_rdms, calc_network_rdms, define_patterns
+from emolib.models import EmotionCNN, extract_activations
+from emolib.rsa import rdms as rsa_rdms
 from emolib.synthetic.bold5000 import simulate_bold5000_rdms
 
 METHODS = rsa.COMPARE_METHODS
+
+
+def _resampled_pairs(sample: np.ndarray, n: int) -> np.ndarray:
+    """Condensed indices of the pairs a bootstrap sample keeps (self-pairs dropped), from
+    scipy's square form: what rsatoolbox's ``subsample_pattern`` does, written out."""
+    square = squareform(np.arange(n * (n - 1) // 2, dtype=float))
+    s = np.sort(sample)
+    i, j = np.triu_indices(len(s), 1)
+    keep = s[i] != s[j]
+    return square[s[i][keep], s[j][keep]].astype(np.int64)
 
 
 def _ids(n: int) -> list[str]:
@@ -170,7 +182,7 @@ def test_calc_rdms_from_patterns_matches_calc_rdm(monkeypatch):
     rng = np.random.default_rng(8)
     x = rng.standard_normal((11, 30))
     ref = calc_rdm(Dataset(x), method="correlation").dissimilarities
-    monkeypatch.setattr(rsa, "_GRAM_BLOCK_BYTES", 30 * 8 * 4)  # 4-row blocks
+    monkeypatch.setattr(rsa_rdms, "GRAM_BLOCK_BYTES", 30 * 8 * 4)  # 4-row blocks
     ours = rsa.calc_rdms_from_patterns({"a": x}, _ids(11))
     np.testing.assert_allclose(ours.dissimilarities, ref, atol=1e-12)
     euc = rsa.calc_rdms_from_patterns({"a": x}, _ids(11), method="euclidean")
@@ -202,7 +214,7 @@ def test_calc_rdms_from_model_hooks_fx_and_manual_agree():
         np.testing.assert_allclose(hooks.dissimilarities[k], ref.dissimilarities[0], atol=1e-5)
     assert hooks.rdm_descriptors["layer"] == layers
     with pytest.raises(ValueError, match="no modules"):
-        rsa.extract_activations(model, x, ["nope"])
+        extract_activations(model, x, ["nope"])
 
 
 def test_calc_roi_rdms_nifti_and_array_agree_with_manual_masking():
@@ -452,21 +464,21 @@ def _predictions():
 
 def test_define_patterns_moments_are_shared_across_subjects():
     pred = _predictions()
-    pat = rsa.define_patterns(pred, kind="moment", moment_s=10)
+    pat = define_patterns(pred, kind="moment", moment_s=10)
     assert len(pat) == 16 and set(pat["sample"]) == set(pred["sample"])
     by_subject = pat.groupby("subject")["id"].apply(lambda s: list(pd.unique(s)))
     assert by_subject["01"] == by_subject["02"] == [
         "run-1 FEAR @00000s", "run-1 LOVE @00010s", "run-2 FEAR @00100s", "run-2 LOVE @00110s"]
     assert (pat["block"] == pat["fold"]).all()
-    pooled = rsa.define_patterns(pred, kind="class", within_fold=False, pool_subjects=True)
+    pooled = define_patterns(pred, kind="class", within_fold=False, pool_subjects=True)
     assert set(pooled["subject"]) == {"all"} and set(pooled["id"]) == {"FEAR", "LOVE"}
     assert set(pooled["block"]) == {"all"}
     # an id that only one subject has is dropped (common=True), kept otherwise
     drop = pred[~((pred["subject"] == "02") & (pred["movie_time"] == 110))]
-    assert "run-2 LOVE @00110s" not in set(rsa.define_patterns(drop)["id"])
-    assert "run-2 LOVE @00110s" in set(rsa.define_patterns(drop, common=False)["id"])
+    assert "run-2 LOVE @00110s" not in set(define_patterns(drop)["id"])
+    assert "run-2 LOVE @00110s" in set(define_patterns(drop, common=False)["id"])
     with pytest.raises(ValueError, match="kind"):
-        rsa.define_patterns(pred, kind="volume")
+        define_patterns(pred, kind="volume")
 
 
 def test_average_patterns_equals_groupby_mean_and_centring_within_blocks():
@@ -504,7 +516,7 @@ def test_restrict_pairs_blanks_pairs_across_blocks_like_rsatoolbox_nans():
     # the bootstrap and the noise ceiling use the pairs within blocks only
     boot = rsa.bootstrap_compare(ra, rb, "corr", 30, seed=0)
     for k in range(5):
-        idx = rsa._resampled_index(boot.pattern_samples[k], 8)
+        idx = _resampled_pairs(boot.pattern_samples[k], 8)
         keep = ~np.isnan(ra.dissimilarities[0, idx])
         ref = rsa.compare_vectors(a.dissimilarities[:, idx][:, keep],
                                   b.dissimilarities[:, idx][:, keep])
@@ -595,11 +607,11 @@ def _tiny_held_out(rng):
 def test_calc_brain_rdms_match_manual_means_and_rsatoolbox():
     rng = np.random.default_rng(23)
     pred, volumes = _tiny_held_out(rng)
-    pat = rsa.define_patterns(pred, moment_s=10)
+    pat = define_patterns(pred, moment_s=10)
     masks = {"A": np.zeros((8, 8, 6), bool), "B": np.zeros((8, 8, 6), bool)}
     masks["A"][:4] = True
     masks["B"][4:, :5] = True
-    out = rsa.calc_brain_rdms(volumes, pat, masks)
+    out = calc_brain_rdms(volumes, pat, masks)
     assert [r.descriptors.get("subject") or r.rdm_descriptors["subject"][0] for r in out] == [
         "01", "02"]
     rows = pat[pat["subject"] == "02"]
@@ -615,9 +627,9 @@ def test_calc_brain_rdms_match_manual_means_and_rsatoolbox():
         ref[blocks[i] != blocks[j]] = np.nan
         np.testing.assert_allclose(out[1].dissimilarities[k], ref, atol=1e-6)
     assert out[1].pattern_descriptors["id"] == ids
-    plain = rsa.calc_brain_rdms(volumes, pat, masks, within_blocks=False, center=False)
+    plain = calc_brain_rdms(volumes, pat, masks, within_blocks=False, center=False)
     assert not np.isnan(plain[0].dissimilarities).any()
-    euclid = rsa.calc_brain_rdms(volumes, pat, masks, center=False, within_blocks=False,
+    euclid = calc_brain_rdms(volumes, pat, masks, center=False, within_blocks=False,
                                  method="euclidean")
     raw = np.stack([volumes[rows.loc[rows["id"] == i, "sample"]].mean(0) for i in ids])
     ref = calc_rdm(Dataset(raw[:, masks["A"]].astype(np.float64)), method="euclidean")
@@ -635,8 +647,8 @@ def test_calc_network_rdms_run_each_volume_through_its_own_fold_model():
         calls.append(fold)
         return models[fold]
 
-    pat = rsa.define_patterns(pred, kind="class", within_fold=False, pool_subjects=True)
-    out = rsa.calc_network_rdms(volumes, pat, get, ["block1", "pool"], center=False,
+    pat = define_patterns(pred, kind="class", within_fold=False, pool_subjects=True)
+    out = calc_network_rdms(volumes, pat, get, ["block1", "pool"], center=False,
                                 batch_size=5)
     assert len(out) == 1 and sorted(calls) == ["run-1", "run-2"]  # each model loaded once
     feats = {}
@@ -653,7 +665,7 @@ def test_calc_network_rdms_run_each_volume_through_its_own_fold_model():
         ref = 1 - np.corrcoef(means)[0, 1]
         assert out[0].dissimilarities[k, 0] == pytest.approx(ref, abs=1e-5)
     assert out[0].rdm_descriptors["layer"] == ["block1", "pool"]
-    per_subject = rsa.calc_network_rdms(volumes, rsa.define_patterns(pred, moment_s=10),
+    per_subject = calc_network_rdms(volumes, define_patterns(pred, moment_s=10),
                                         models, ["pool"])
     assert len(per_subject) == 2 and per_subject[0].n_cond == 6
     assert np.isnan(per_subject[0].dissimilarities).sum() == 9  # 3 x 3 pairs across folds
@@ -663,7 +675,7 @@ def test_reduce_to_an_int_pools_large_layers_and_keeps_small_ones():
     torch.manual_seed(1)
     model = EmotionCNN(n_classes=2).eval()
     x = torch.randn(3, 1, 16, 16, 8)
-    acts = rsa.extract_activations(model, x, ["conv1", "block3"], reduce=4)
+    acts = extract_activations(model, x, ["conv1", "block3"], reduce=4)
     assert acts["conv1"].shape == (3, 32 * 4 * 4 * 4)
     assert acts["block3"].shape == (3, 256 * 2 * 2 * 1)  # 2 x 2 x 1 is kept, not upsampled
     with torch.no_grad():

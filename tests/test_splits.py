@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from emolib.dataprep import prepare_dataset
-from emolib.splits import (
+from emolib.forrest.dataprep import prepare_dataset
+from emolib.forrest.splits import (
     LeakageError,
     assert_no_leak,
     find_leaks,

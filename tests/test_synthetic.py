@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib.annotations import read_observers
-from emolib.bids import STUDYFORREST_SUBJECTS, find_runs, read_run_info
-from emolib.labels import consensus_labels
+from emolib.forrest.labels import consensus_labels
+from emolib.io.annotations import read_observers
+from emolib.io.bids import STUDYFORREST_SUBJECTS, find_runs, read_run_info
 from emolib.synthetic import generate_annotations, generate_studyforrest, read_truth
 from emolib.synthetic.forrest import VOXEL_SIZE
 from tests.conftest import TINY_TIMING

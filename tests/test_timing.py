@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from emolib.timing import STUDYFORREST, RunTiming
+from emolib.forrest.timing import STUDYFORREST, RunTiming
 from tests.conftest import TINY_TIMING
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib.model import EmotionCNN, count_parameters
-from emolib.train import TrainConfig, config_from_dict, load_trained, train_model
+from emolib.models.cnn import EmotionCNN, count_parameters
+from emolib.models.train import TrainConfig, config_from_dict, load_trained, train_model
 
 
 def test_parameter_count_equals_the_original():
@@ -77,7 +77,7 @@ def test_resume_refuses_other_configuration(tmp_path):
 KILLABLE = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from emolib.train import TrainConfig, train_model
+    from emolib.models.train import TrainConfig, train_model
     from tests.test_train import toy_data, CFG
     x, y = toy_data()
     def slow(epoch, row):

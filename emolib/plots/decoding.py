@@ -13,6 +13,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from emolib.plots.labels import class_palette
 
+__all__ = [
+    "plot_confusion", "plot_leakage", "plot_learning_curves", "plot_null",
+    "plot_roc_by_fold",
+]
+
 
 def plot_learning_curves(history: pd.DataFrame) -> go.Figure:
     """Training and validation accuracy and loss per epoch, one line per fold."""

@@ -9,7 +9,12 @@ import plotly.graph_objects as go
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from emolib.timing import RunTiming
+from emolib.forrest.timing import RunTiming
+
+__all__ = [
+    "class_palette", "plot_class_counts", "plot_label_status", "plot_label_timeline",
+    "plot_labels_by_run", "plot_mean_epis",
+]
 
 _STATUS_ORDER = ("kept", "ambiguous", "no majority", "unannotated")
 
@@ -29,7 +34,7 @@ def plot_label_timeline(
     Parameters
     ----------
     labels : pandas.DataFrame
-        Output of :func:`emolib.labels.consensus_labels`.
+        Output of :func:`emolib.forrest.labels.consensus_labels`.
     classes : list of str
         Classes to draw (others are drawn in one grey "other" row).
     timing : RunTiming, optional

@@ -19,7 +19,13 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from emolib.bold5000 import ROI_AREAS, ROIS, SYSTEMS, roi_area, roi_system
+from emolib.io.bold5000 import ROI_AREAS, ROIS, SYSTEMS, roi_area, roi_system
+
+__all__ = [
+    "plot_group_contrast", "plot_hierarchy_alignment", "plot_joint_heatmap",
+    "plot_mantel", "plot_radar", "plot_roi_layer_heatmaps", "plot_rsa_surface",
+    "plot_system_bars",
+]
 
 
 def _ordered(values: Sequence, preferred: Sequence | None = None) -> list:

@@ -23,8 +23,14 @@ import numpy as np
 from numpy.typing import DTypeLike
 from rsatoolbox.rdm import RDMs
 
-from emolib.bold5000 import LAYERS, ROI_AREAS, ROIS, SUBJECTS, SYSTEMS, roi_area, save_rdms
+from emolib.io.bold5000 import LAYERS, ROI_AREAS, ROIS, SUBJECTS, SYSTEMS, roi_area, save_rdms
 from emolib.rsa import PATTERN_KEY, calc_rdms_from_patterns
+
+__all__ = [
+    "DEFAULT_N_IMAGES", "LAYER_FILE", "PLANTED_WEIGHTS", "SimulatedBold5000",
+    "TRUTH_FILE", "generate_bold5000", "make_image_ids", "read_bold5000_truth",
+    "simulate_bold5000_rdms", "subject_file",
+]
 
 #: Default number of images (small; BOLD5000 has 4916).
 DEFAULT_N_IMAGES = 60

@@ -12,7 +12,7 @@ never inside it::
     <out_dir>/truth/generation.json  parameters, classes, timing, region centres
     <out_dir>/truth/brain_mask.nii.gz, truth/region-<CLASS>_mask.nii.gz
 
-The labels that drive the signal are the consensus labels (:func:`emolib.labels.consensus_labels`)
+The labels that drive the signal are the consensus labels (:func:`emolib.forrest.consensus_labels`)
 of the annotation files: the real Labs et al. files when given, otherwise generated files in
 the same CSV format (:func:`generate_annotations`).
 """
@@ -31,11 +31,16 @@ import numpy as np
 from nilearn.glm.first_level import compute_regressor
 from tqdm.auto import tqdm
 
-from emolib.annotations import COLUMNS, read_observers
-from emolib.bids import STUDYFORREST_SUBJECTS, bold_path
-from emolib.labels import consensus_labels, select_classes
+from emolib.forrest.labels import consensus_labels, select_classes
+from emolib.forrest.timing import STUDYFORREST, RunTiming
+from emolib.io.annotations import COLUMNS, read_observers
+from emolib.io.bids import STUDYFORREST_SUBJECTS, bold_path
 from emolib.paths import atomic_output_dir
-from emolib.timing import STUDYFORREST, RunTiming
+
+__all__ = [
+    "DEFAULT_CLASSES", "VOXEL_SIZE", "affine_for", "brain_mask", "find_truth",
+    "generate_annotations", "generate_studyforrest", "plant_regions", "read_truth",
+]
 
 #: Voxel size (mm) of ds000113 ``ses-movie`` BOLD images.
 VOXEL_SIZE = (3.0, 3.0, 3.3)

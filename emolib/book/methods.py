@@ -1,0 +1,158 @@
+"""The methods section, written from what the stages actually ran with.
+
+Every stage leaves a ``manifest.json`` (parameters, input hashes, versions) and the runner a
+``parameters.json`` (the notebook's parameters after the profile's). This module gathers them
+for one profile and turns them into prose and tables, so that the methods chapter cannot
+drift from the code and the runs it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from emolib.paths import get_data_dir
+
+__all__ = [
+    "collect_runs", "describe_data", "describe_training", "parameter_table",
+    "version_table",
+]
+
+
+def collect_runs(profile: str, data_dir: str | os.PathLike | None = None) -> dict[str, dict]:
+    """Manifests and notebook parameters of every stage of ``profile``.
+
+    Returns
+    -------
+    dict
+        Stage name -> ``{"parameters": notebook parameters or {}, "manifests": {relative
+        folder: manifest}}``, for every stage folder under ``<data>/derived/<profile>``.
+    """
+    root = get_data_dir(data_dir, create=False) / "derived" / profile
+    out: dict[str, dict] = {}
+    if not root.is_dir():
+        return out
+    for stage in sorted(p for p in root.iterdir() if p.is_dir()):
+        params_file = stage / "parameters.json"
+        manifests = {
+            str(m.parent.relative_to(stage)): json.loads(m.read_text())
+            for m in sorted(stage.rglob("manifest.json"))
+            if "ground_truth" not in m.parts
+        }
+        out[stage.name] = {
+            "parameters": json.loads(params_file.read_text()) if params_file.is_file() else {},
+            "manifests": manifests,
+        }
+    return out
+
+
+def _truth(bids_dir: str | None) -> dict | None:
+    if not bids_dir:
+        return None
+    path = Path(bids_dir).parent / "truth" / "generation.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def describe_data(runs: dict) -> str:
+    """Prose for the data and labels (stage ``01_dataprep``)."""
+    stage = runs.get("01_dataprep")
+    if not stage or "." not in stage["manifests"]:
+        return "*The data-preparation stage has not run for this profile.*"
+    m = stage["manifests"]["."]
+    p, o = m["parameters"], m["outputs"]
+    n_ann = sum(1 for f in m["inputs"] if not f.endswith((".nii", ".nii.gz")))
+    timing = p["timing"]
+    threshold = (f"at least {p['min_observers']} observers" if p.get("min_observers")
+                 else "at least half of the observers (rounded up)")
+    mode = {"seed": "the original project's rule (whole emotion strings, later rows of an "
+                    "observer overwriting earlier ones)",
+            "category": "agreement per emotion category, ties left unlabelled"}[p["label_mode"]]
+    truth = _truth(p.get("bids_dir"))
+    if truth:
+        g = truth["parameters"]
+        source = (f"The BOLD data were **generated** (`emolib.synthetic`) in the ds000113 layout "
+                  f"for {g['n_subjects']} subjects on a {' x '.join(map(str, g['shape']))} grid "
+                  f"of {' x '.join(f'{v:g}' for v in g['voxel_size'])} mm, with a TR of "
+                  f"{timing['tr']:g} s. Each class drives a Glover-HRF-convolved response of "
+                  f"{100 * g['effect_size']:g} % of the baseline in its own spherical region "
+                  f"(radius {g['region_radius']:g} voxels), over a global signal, drift, "
+                  f"physiological-like oscillations and AR(1) noise of "
+                  f"{100 * g['noise']:g} %" + (" (null: nothing planted)" if g["null"] else "")
+                  + f"; seed {g['seed']}.")
+    else:
+        source = (f"The BOLD data are the ds000113 movie session read from "
+                  f"`{p['bids_dir']}` ({len(o['subjects'])} subjects).")
+    runs_text = ", ".join(f"{s:g}" for s in timing["starts"])
+    return "\n\n".join([
+        source,
+        f"**Labels.** The annotation files of {n_ann} observers (`{p['annotation_pattern']}`) "
+        f"were combined on a 2-s grid of movie time with {mode}; a step was kept when "
+        f"{threshold} agreed, which kept {o['kept_steps']} steps. Classes with at least "
+        f"{p['min_count']} kept steps were used ({', '.join(o['classes'])}), each sampled "
+        f"down to {p['n_per_class']} steps (seed {p['seed']}).",
+        f"**Timing.** Volume $v$ of run $r$ was acquired at movie time "
+        f"$\\text{{start}}_r + {timing['tr']:g}\\,v$, with run starts {runs_text} s and "
+        f"{' '.join(map(str, timing['n_volumes']))} volumes per run; each volume was "
+        f"labelled at its movie time minus a hemodynamic lag of {p['hrf_lag']:g} s. Volumes "
+        f"seen in two runs' overlap were kept in both.",
+        f"**Volumes.** {o['n_samples']} volumes were z-scored by their own mean and standard "
+        f"deviation " + ("over the whole volume (as the original)." if not p.get("mask")
+                         else f"inside a brain mask (`{p['mask']}`)."),
+    ])
+
+
+def describe_training(runs: dict) -> str:
+    """Prose for the decoding stage (``02_training``)."""
+    stage = runs.get("02_training")
+    if not stage or not stage["manifests"]:
+        return "*The decoding stage has not run for this profile.*"
+    nb = stage["parameters"]
+    texts = []
+    for _, m in sorted(stage["manifests"].items()):
+        p = m["parameters"]
+        c = p["config"]
+        folds = "all folds" if p["folds"] is None else f"folds {p['folds']}"
+        kind = {"run": "leave-one-run-out", "subject": "leave-one-subject-out (one run each)",
+                "random": "the original random 80/20 split of volumes"}[p["kind"]]
+        texts.append(
+            f"**{kind.capitalize()}** ({folds}, {m['outputs']['n_folds']} trained): the CNN "
+            f"(`EmotionCNN`) was trained with AdamW (learning rate {c['lr']:g}, weight decay "
+            f"{c['weight_decay']:g}), a cosine schedule (T_max {c['t_max']}), batch "
+            f"{c['batch_size']}, dropout {c['dropout']:g}, up to {c['epochs']} epochs with early "
+            f"stopping after {c['patience']} epochs without a gain in inner-validation "
+            f"accuracy (seed {c['seed']}). " + (
+                "No leakage guard: this split is shown only to measure the original's leak."
+                if p["kind"] == "random" else
+                f"Training samples sharing a movie moment with the test set within a "
+                f"{p['hrf_lag']:g}-s lag window were removed, and so were those sharing one "
+                f"with the inner validation run."))
+    extra = []
+    if nb:
+        extra.append(f"AUCs were computed within test folds and averaged; 95 % intervals from "
+                     f"{nb.get('n_bootstrap', 'n/a')} cluster-bootstrap resamples of movie "
+                     f"moments; p-values from {nb.get('n_permutations', 'n/a')} cyclic shifts "
+                     f"of the labels along movie time within folds.")
+    extra.append("Baselines in the same folds: L2-regularised multinomial logistic regression "
+                 "on the standardised voxels of the mask (strength chosen among 1e-3, 1e-2, "
+                 "1e-1 on the inner validation run), and random scores (chance).")
+    return "\n\n".join(texts + extra)
+
+
+def parameter_table(runs: dict) -> pd.DataFrame:
+    """Every notebook parameter of every stage (one row each), as the runs used them."""
+    rows = [{"stage": stage, "parameter": k, "value": json.dumps(v)}
+            for stage, info in runs.items() for k, v in info["parameters"].items()]
+    return pd.DataFrame(rows, columns=["stage", "parameter", "value"])
+
+
+def version_table(runs: dict) -> pd.DataFrame:
+    """Package versions recorded by each stage's manifests."""
+    rows = {}
+    for stage, info in runs.items():
+        for folder, m in info["manifests"].items():
+            key = stage if folder == "." else f"{stage}/{folder}"
+            rows[key] = m.get("versions", {})
+    return pd.DataFrame(rows).fillna("")

@@ -1,0 +1,292 @@
+"""Run the book's notebooks headless with papermill, then render the book.
+
+Two stages, as in Project Pythia and NCAR CUPiD: papermill executes each jupytext notebook of
+``notebooks/`` with a profile's parameters and writes the executed ``.ipynb`` into ``book/``;
+Jupyter Book only renders them (``execute_notebooks: off``). Any error stops the run and names
+the notebook and the cell that failed.
+
+Usage::
+
+    python -m emolib.book --profile demo            # execute every notebook, build the book
+    python -m emolib.book --profile smoke --no-build
+    python -m emolib.book --profile demo --only 01_dataprep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill as pm
+import yaml
+
+from emolib.paths import REPO_ROOT
+
+__all__ = [
+    "BOOK_DIR", "NOTEBOOKS_DIR", "NotebookFailed", "PROFILES_DIR", "build_book",
+    "copy_book_sources", "execute_notebook", "load_profile", "main",
+    "notebook_parameters", "present_parameters", "record_parameters", "run_profile",
+    "stage_static_assets", "to_ipynb",
+]
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BOOK_DIR = REPO_ROOT / "book"
+PROFILES_DIR = REPO_ROOT / "profiles"
+KERNEL = "python3"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook and the cell."""
+
+
+def load_profile(profile: str | Path) -> dict:
+    """Read a profile: a name in ``profiles/`` or a path to a YAML file.
+
+    A profile has ``common`` parameters (given to every notebook) and a ``notebooks`` mapping
+    of notebook name -> its own parameters; only the notebooks it lists are run.
+    """
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(PROFILES_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"profile {profile!r} not found (known: {known})")
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec.get("notebooks"), dict) or not spec["notebooks"]:
+        raise ValueError(f"{path}: a profile needs a non-empty 'notebooks' mapping")
+    spec.setdefault("common", {})
+    spec.setdefault("name", path.stem)
+    return spec
+
+
+def notebook_parameters(spec: dict, name: str) -> dict:
+    """Parameters of one notebook under a profile: common ones, then its own."""
+    return {**spec["common"], **(spec["notebooks"].get(name) or {})}
+
+
+def to_ipynb(source: Path) -> nbformat.NotebookNode:
+    """Read a jupytext ``.py`` notebook with the kernelspec papermill needs."""
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    return nb
+
+
+def execute_notebook(
+    name: str, parameters: dict, output_dir: Path = BOOK_DIR, progress: bool = True,
+    timeout: int | None = None,
+) -> Path:
+    """Execute ``notebooks/<name>.py`` with ``parameters`` into ``<output_dir>/<name>.ipynb``.
+
+    Raises
+    ------
+    NotebookFailed
+        If a cell raises, naming the notebook, the cell's number and the error.
+    """
+    source = NOTEBOOKS_DIR / f"{name}.py"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} does not exist")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir / f"{name}.ipynb"
+    tmp_in = output_dir / f".{name}.input.ipynb"
+    nbformat.write(to_ipynb(source), tmp_in)
+    try:
+        pm.execute_notebook(
+            str(tmp_in), str(out), parameters=parameters, kernel_name=KERNEL,
+            progress_bar=progress, cwd=str(REPO_ROOT), execution_timeout=timeout,
+        )
+    except pm.PapermillExecutionError as err:
+        raise NotebookFailed(
+            f"{source.relative_to(REPO_ROOT)} failed in cell {err.exec_count} "
+            f"(cell index {err.cell_index}): {err.ename}: {err.evalue}\n"
+            f"The executed notebook with the traceback is {out}"
+        ) from None
+    finally:
+        tmp_in.unlink(missing_ok=True)
+    effective = present_parameters(out)
+    record_parameters(name, effective)
+    return out
+
+
+def record_parameters(name: str, parameters: dict) -> Path | None:
+    """Write the parameters a notebook ran with to ``parameters.json`` in its stage folder
+    (``<data>/derived/<profile>/<name>/``), where the methods chapter reads them."""
+    from emolib.manifest import jsonable
+    from emolib.paths import get_derived_dir
+
+    if "profile" not in parameters:
+        return None
+    folder = get_derived_dir(name, str(parameters["profile"]), parameters.get("data_dir"))
+    path = folder / "parameters.json"
+    path.write_text(json.dumps(jsonable(parameters), indent=2))
+    return path
+
+
+def _format_value(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def present_parameters(path: Path) -> dict:
+    """Make an executed notebook's parameters readable in the book.
+
+    The defaults cell and papermill's injected cell get the ``hide-input`` tag (their code
+    stays one click away), and a markdown cell after the injected one lists every parameter
+    this run used, marking those the profile changed. Cells tagged ``colab`` (the install
+    cell for Colab) are removed from the book.
+    """
+    import ast
+
+    nb = nbformat.read(path, as_version=4)
+    defaults, injected, where = {}, {}, None
+    for i, cell in enumerate(nb.cells):
+        tags = cell.metadata.setdefault("tags", [])
+        if cell.cell_type != "code":
+            continue
+        if "colab" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        for tag, store in (("parameters", defaults), ("injected-parameters", injected)):
+            if tag in tags:
+                if "hide-input" not in tags:
+                    tags.append("hide-input")
+                for node in ast.parse(cell.source).body:
+                    target = getattr(node, "target", None) or (
+                        node.targets[0] if isinstance(node, ast.Assign) else None)
+                    if isinstance(target, ast.Name) and node.value is not None:
+                        try:
+                            store[target.id] = ast.literal_eval(node.value)
+                        except ValueError:
+                            store[target.id] = ast.unparse(node.value)
+                if tag == "injected-parameters":
+                    where = i
+    effective = {**defaults, **injected}
+    if where is None:
+        nbformat.write(nb, path)
+        return effective
+    items = [f"`{k} = {_format_value(v)}`" + (" *(profile)*" if k in injected and
+                                               injected[k] != defaults.get(k) else "")
+             for k, v in effective.items()]
+    text = ("**Parameters of this run** (*(profile)* marks values the run profile set; the "
+            "code of both parameter cells is one click away above):\n\n" +
+            "\n".join(f"- {item}" for item in items))
+    summary = nbformat.v4.new_markdown_cell(text)
+    summary.metadata["tags"] = ["parameters-summary"]
+    if not (where + 1 < len(nb.cells) and "parameters-summary" in
+            nb.cells[where + 1].metadata.get("tags", [])):
+        nb.cells.insert(where + 1, summary)
+    nbformat.write(nb, path)
+    return effective
+
+
+def stage_static_assets(book_dir: Path = BOOK_DIR) -> None:
+    """Copy plotly.js and MathJax from their Python packages into ``book/_static``.
+
+    The book then loads them from its own pages: nothing is fetched from a CDN.
+    """
+    import mathjax
+    import plotly
+
+    static = book_dir / "_static"
+    static.mkdir(exist_ok=True)
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    shutil.copy2(plotly_js, static / "plotly.min.js")
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    dest = static / "mathjax"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir()
+    # Only the combined component and its fonts: Jupyter Book adds every .js file under
+    # _static to every notebook page, and MathJax's lazily loaded parts (ui/, a11y/, tex
+    # extensions) would then run twice and clash with the copies inside the combined file.
+    shutil.copy2(es5 / "tex-mml-chtml.js", dest / "tex-mml-chtml.js")
+    fonts = "output/chtml/fonts/woff-v2"
+    shutil.copytree(es5 / fonts, dest / fonts)
+
+
+def copy_book_sources(dest: Path) -> Path:
+    """Copy the book's own pages (markdown, bibliography, ``_static``) into ``dest``, e.g. to
+    build a book from notebooks executed elsewhere without touching ``book/``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in BOOK_DIR.iterdir():
+        if path.name.startswith((".", "_build")) or path.suffix == ".ipynb":
+            continue
+        if path.is_dir():
+            shutil.copytree(path, dest / path.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, dest / path.name)
+    return dest
+
+
+def build_book(book_dir: Path = BOOK_DIR, warnings_as_errors: bool = True) -> Path:
+    """Render ``book_dir`` with Jupyter Book (config and toc at the repository root) into
+    ``book_dir/_build/html``; returns the path of its ``index.html``."""
+    book_dir = Path(book_dir)
+    stage_static_assets(book_dir)
+    cmd = [
+        str(Path(sys.executable).with_name("jupyter-book")), "build", str(book_dir),
+        "--config", str(REPO_ROOT / "_config.yml"), "--toc", str(REPO_ROOT / "_toc.yml"),
+        "--path-output", str(book_dir), "--all",
+    ]
+    if warnings_as_errors:
+        cmd += ["-W", "--keep-going"]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    index = book_dir / "_build" / "html" / "index.html"
+    print(f"Book built: {index}", flush=True)
+    return index
+
+
+def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
+                progress: bool = True) -> None:
+    """Execute the notebooks of a profile in order, then build the book."""
+    spec = load_profile(profile)
+    names = [n for n in spec["notebooks"] if only is None or n in only]
+    missing = [n for n in (only or []) if n not in spec["notebooks"]]
+    if missing:
+        raise ValueError(f"profile {spec['name']!r} has no notebook(s) {missing}")
+    total = time.perf_counter()
+    for i, name in enumerate(names, start=1):
+        print(f"[{i}/{len(names)}] {name} (profile {spec['name']})", flush=True)
+        t0 = time.perf_counter()
+        execute_notebook(name, notebook_parameters(spec, name), progress=progress)
+        print(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    if build:
+        t0 = time.perf_counter()
+        build_book()
+        print(f"book rendered in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"total {time.perf_counter() - total:.0f} s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="demo", help="profile name or YAML path")
+    parser.add_argument("--only", nargs="+", help="run only these notebooks")
+    parser.add_argument("--no-build", action="store_true", help="execute, do not render")
+    parser.add_argument("--build-only", action="store_true", help="render, do not execute")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    try:
+        if args.build_only:
+            build_book()
+        else:
+            run_profile(args.profile, args.only, build=not args.no_build,
+                        progress=not args.no_progress)
+    except NotebookFailed as err:
+        print(f"\nFAILED: {err}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as err:
+        print(f"\nFAILED: the book build exited with status {err.returncode}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""A tiny Sphinx extension: load each script once per page.
+
+On notebook pages the current Jupyter Book stack (sphinx-book-theme, sphinx-thebe, myst-nb)
+adds some scripts twice: the MathJax loader (once deferred, once not) and sphinx-thebe's
+inline configuration. Run twice, MathJax registers its components twice and throws errors in
+the browser. This extension keeps the first copy of every script (same file, or same inline
+body) in each page's context; the book's ``_config.yml`` loads it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "setup",
+]
+
+
+def _key(script) -> str:
+    filename = getattr(script, "filename", None) or ""
+    body = (getattr(script, "attributes", {}) or {}).get("body", "")
+    return filename.split("?")[0] if filename else f"inline:{body}"
+
+
+def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, kept = set(), []
+    for script in scripts:
+        key = _key(script)
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(script)
+    scripts[:] = kept
+
+
+def setup(app):
+    app.connect("html-page-context", dedupe_scripts, priority=1000)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

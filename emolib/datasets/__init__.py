@@ -1,0 +1,17 @@
+"""Where each study's input data come from: the real release on disk, or a twin generated
+in the same layout with a planted truth (:mod:`emolib.synthetic`).
+
+The notebooks take the same parameters whatever the source, so the book runs on generated
+data by default and on the real data by pointing a parameter at them.
+
+- :func:`obtain_dataset`: a ds000113-shaped BIDS tree and the annotations.
+- :func:`obtain_bold5000`: BOLD5000 ROI RDMs (and the ResNet-50 layer RDMs).
+"""
+
+from emolib.datasets.bold5000 import BOLD5000_SOURCES, Bold5000Source, obtain_bold5000
+from emolib.datasets.forrest import DatasetSource, obtain_dataset, resolve_annotations_dir
+
+__all__ = [
+    "BOLD5000_SOURCES", "Bold5000Source", "DatasetSource", "obtain_bold5000", "obtain_dataset",
+    "resolve_annotations_dir",
+]

@@ -1,0 +1,110 @@
+"""Where a run's input data come from: a real BIDS tree, or a dataset generated on demand.
+
+The notebooks take the same parameters whatever the source, so the book runs on generated
+data by default and on the real ds000113 by pointing ``bids_dir`` at it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from emolib.errors import InputDataError
+from emolib.forrest.timing import STUDYFORREST, RunTiming
+from emolib.paths import SHARED_ANNOTATIONS_DIR, get_data_dir
+from emolib.synthetic.forrest import generate_studyforrest
+
+__all__ = [
+    "DatasetSource", "SOURCES", "obtain_dataset", "resolve_annotations_dir",
+]
+
+SOURCES = ("synthetic", "bids")
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Resolved inputs of the data-preparation stage.
+
+    Attributes
+    ----------
+    bids_dir : pathlib.Path
+        Root of the BIDS tree.
+    annotations_dir : pathlib.Path
+        Folder of the annotation CSVs.
+    annotations_real : bool
+        Whether the annotations are the real Labs et al. files.
+    truth_dir : pathlib.Path or None
+        Folder of the generated dataset (holds ``truth/``) for generated data, else ``None``.
+    """
+
+    bids_dir: Path
+    annotations_dir: Path
+    annotations_real: bool
+    truth_dir: Path | None
+
+
+def resolve_annotations_dir(annotations_dir: str | os.PathLike | None) -> Path | None:
+    """The annotation folder to use: the argument, else the shared real files if present."""
+    if annotations_dir is not None:
+        path = Path(annotations_dir).expanduser()
+        if not path.is_dir():
+            raise InputDataError(path, "annotation folder does not exist")
+        return path.resolve()
+    return SHARED_ANNOTATIONS_DIR if SHARED_ANNOTATIONS_DIR.is_dir() else None
+
+
+def obtain_dataset(
+    source: str,
+    profile: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    bids_dir: str | os.PathLike | None = None,
+    annotations_dir: str | os.PathLike | None = None,
+    annotation_pattern: str = "av1o*.csv",
+    timing: RunTiming = STUDYFORREST,
+    progress: bool = True,
+    **generator_options,
+) -> DatasetSource:
+    """Resolve (and for ``source="synthetic"`` generate, once) the stage's input data.
+
+    Parameters
+    ----------
+    source : {"synthetic", "bids"}
+        Generate a dataset under ``<data_dir>/synthetic/<profile>``, or read ``bids_dir``.
+    profile : str
+        Run profile; names the generated dataset's folder.
+    data_dir : str or path-like, optional
+        See :func:`emolib.paths.get_data_dir`.
+    bids_dir : str or path-like, optional
+        Root of a real ds000113 tree (required for ``source="bids"``).
+    annotations_dir : str or path-like, optional
+        Annotation folder; default: the shared real Labs et al. files when present, else
+        (synthetic only) generated files.
+    annotation_pattern : str, default="av1o*.csv"
+        Glob of the annotation files.
+    timing : RunTiming, default=STUDYFORREST
+        Run timing of the generated dataset.
+    progress : bool, default=True
+        Progress bar while generating.
+    **generator_options
+        Passed to :func:`emolib.synthetic.generate_studyforrest` (``n_subjects``, ``shape``,
+        ``effect_size``, ``null``, ``seed``, ...).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    ann = resolve_annotations_dir(annotations_dir)
+    if source == "bids":
+        if bids_dir is None:
+            raise ValueError("source='bids' needs bids_dir, the root of ds000113")
+        if ann is None:
+            raise ValueError("source='bids' needs annotations_dir (the Labs et al. raw/ folder)")
+        return DatasetSource(Path(bids_dir).expanduser().resolve(), ann, True, None)
+    out = get_data_dir(data_dir) / "synthetic" / profile
+    # the pipeline owns this folder: regenerate it when the parameters changed
+    generate_studyforrest(out, timing=timing, annotations_dir=ann,
+                          annotation_pattern=annotation_pattern, progress=progress,
+                          overwrite="changed", **generator_options)
+    if ann is None:
+        return DatasetSource(out / "ds000113", out / "annotations", False, out)
+    return DatasetSource(out / "ds000113", ann, True, out)

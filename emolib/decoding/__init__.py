@@ -1,0 +1,38 @@
+"""Decoding the portrayed emotion from prepared StudyForrest volumes, measured honestly.
+
+- :mod:`~emolib.decoding.crossval`: :func:`run_decoding`, the CNN and its baselines in the
+  same leakage-free folds (checkpointed, resumable), :func:`summarize_decoding`,
+  :func:`ground_truth_check` (planted vs null twins), :func:`load_decoding`.
+- :mod:`~emolib.decoding.baselines`: the inner validation set, the linear baseline.
+- :mod:`~emolib.decoding.evaluate`: AUCs per class and fold, ROC curves, cluster bootstrap.
+- :mod:`~emolib.decoding.nulls`: the time-aware (cyclic-shift) permutation null.
+
+Data flow: :class:`emolib.forrest.PreparedData` + :mod:`emolib.forrest.splits` ->
+:func:`run_decoding` (:mod:`emolib.models`) -> predictions -> evaluate / nulls.
+"""
+
+from emolib.decoding.baselines import inner_validation, linear_baseline
+from emolib.decoding.crossval import (
+    MODELS,
+    DecodingResult,
+    ground_truth_check,
+    load_decoding,
+    run_decoding,
+    summarize_decoding,
+)
+from emolib.decoding.evaluate import (
+    auc_per_class,
+    classification_metrics,
+    cluster_bootstrap,
+    fold_metrics,
+    macro_auc,
+    roc_curves,
+)
+from emolib.decoding.nulls import PermutationResult, cyclic_shift_labels, permutation_test
+
+__all__ = [
+    "MODELS", "DecodingResult", "PermutationResult", "auc_per_class", "classification_metrics",
+    "cluster_bootstrap", "cyclic_shift_labels", "fold_metrics", "ground_truth_check",
+    "inner_validation", "linear_baseline", "load_decoding", "macro_auc", "permutation_test",
+    "roc_curves", "run_decoding", "summarize_decoding",
+]

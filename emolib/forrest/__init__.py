@@ -1,0 +1,42 @@
+"""The StudyForrest study: run timing, consensus labels, data preparation, leakage-free splits,
+regions of interest and the RSA patterns of the decoding.
+
+Data flow: annotations (:mod:`emolib.io.annotations`) -> :mod:`~emolib.forrest.labels`
+(consensus on the 2-s grid) -> :mod:`~emolib.forrest.timing` (movie time of every volume,
+with the run overlaps and the HRF lag) -> :mod:`~emolib.forrest.dataprep` (BOLD runs read by
+:mod:`emolib.io.bids`, labelled, z-scored, cached) -> :mod:`~emolib.forrest.splits` (by run,
+by subject, or the original's random split, with leak guards) -> :mod:`emolib.decoding`.
+After decoding: :mod:`~emolib.forrest.rois` (planted regions, parcels or an atlas) and
+:mod:`~emolib.forrest.patterns` (movie-moment patterns; ROI and per-fold network RDMs).
+"""
+
+from emolib.forrest.dataprep import (
+    PreparedData,
+    label_volumes,
+    load_prepared,
+    prepare_dataset,
+    summarize_inputs,
+    zscore_volumes,
+)
+from emolib.forrest.labels import class_counts, consensus_labels, select_classes
+from emolib.forrest.patterns import calc_brain_rdms, calc_network_rdms, define_patterns
+from emolib.forrest.rois import RoiSet, load_atlas, make_rois, masks_from_labels, parcellate_mask
+from emolib.forrest.splits import (
+    LeakageError,
+    LeakReport,
+    Split,
+    assert_no_leak,
+    find_leaks,
+    guard,
+    make_splits,
+    removal_table,
+)
+from emolib.forrest.timing import STUDYFORREST, RunTiming
+
+__all__ = [
+    "STUDYFORREST", "LeakReport", "LeakageError", "PreparedData", "RoiSet", "RunTiming",
+    "Split", "assert_no_leak", "calc_brain_rdms", "calc_network_rdms", "class_counts",
+    "consensus_labels", "define_patterns", "find_leaks", "guard", "label_volumes", "load_atlas",
+    "load_prepared", "make_rois", "make_splits", "masks_from_labels", "parcellate_mask",
+    "prepare_dataset", "removal_table", "select_classes", "summarize_inputs", "zscore_volumes",
+]

@@ -1,0 +1,385 @@
+"""Data preparation: labelled sample table, z-scored volume cache and manifest.
+
+:func:`prepare_dataset` turns a ds000113-shaped BIDS tree and a folder of annotation files
+into one output folder that later stages read fast::
+
+    samples.csv      one row per cached volume: subject, run, volume, movie time, label ...
+    volumes.npy      float32 (n_samples, x, y, z), each volume z-scored by its own mean and
+                     std (within the mask when one is used); open with mmap_mode="r"
+    labels.csv       the consensus label of every step of the movie-time grid
+    mask.nii.gz      the mask used for z-scoring (all ones without a mask), data affine
+    mean_sub-XX.nii.gz   mean EPI image of each subject (raw intensities)
+    manifest.json    parameters, input hashes, versions, counts
+
+Everything is written into a temporary folder that is renamed into place at the end: a
+failure leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from emolib.errors import InputDataError
+from emolib.forrest.labels import consensus_labels, select_classes
+from emolib.forrest.timing import STUDYFORREST, RunTiming
+from emolib.io.annotations import read_observers
+from emolib.io.bids import check_runs, decode_bold, find_runs, read_run_info
+from emolib.manifest import read_manifest, sha256_bytes, write_manifest
+from emolib.paths import atomic_output_dir
+
+STAGE = "01_dataprep"
+KEEP = ("selected", "labelled", "all")
+
+
+@dataclass
+class PreparedData:
+    """What :func:`prepare_dataset` wrote, opened for reading.
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+        The output folder.
+    samples : pandas.DataFrame
+        One row per cached volume (row ``i`` describes ``volumes[i]``): ``subject``, ``run``,
+        ``volume``, ``movie_time``, ``stim_time``, ``label_tr``, ``overlap_run``, ``label``
+        (missing for unlabelled volumes when ``keep`` was not ``"selected"``), ``selected``
+        and ``y`` (class index into ``classes``, -1 when not selected).
+    volumes : numpy.ndarray
+        Memory-mapped float32 array ``(n_samples, x, y, z)``.
+    classes : list of str
+        The selected classes, sorted; ``y`` indexes this list.
+    affine : numpy.ndarray
+        Affine of the data's voxel grid.
+    mask : numpy.ndarray
+        Boolean mask used for z-scoring.
+    labels : pandas.DataFrame
+        Consensus labels of the movie-time grid.
+    manifest : dict
+        The stage's manifest.
+    """
+
+    folder: Path
+    samples: pd.DataFrame
+    volumes: np.ndarray
+    classes: list[str]
+    affine: np.ndarray
+    mask: np.ndarray
+    labels: pd.DataFrame
+    manifest: dict
+
+    def mean_image(self, subject: str) -> nib.Nifti1Image:
+        """Mean EPI image of one subject."""
+        return nib.load(self.folder / f"mean_sub-{subject}.nii.gz")
+
+    @property
+    def y(self) -> np.ndarray:
+        """Class index of every sample (-1 where not selected)."""
+        return self.samples["y"].to_numpy()
+
+
+def zscore_volumes(chunk: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Z-score volumes ``(x, y, z, t)`` each by its own mean and std; returns ``(t, x, y, z)``.
+
+    With a mask the statistics are computed inside it and voxels outside are set to 0.
+    A constant volume (std 0) becomes all zeros. The population std (ddof=0) is used,
+    as ``numpy.std`` and the original project did.
+    """
+    data = np.ascontiguousarray(np.moveaxis(chunk, -1, 0), dtype=np.float32)  # (t, x, y, z)
+    flat = data.reshape(len(data), -1)
+    if mask is None:
+        mean = flat.mean(axis=1, dtype=np.float64)
+        std = flat.std(axis=1, dtype=np.float64)
+        flat -= mean[:, None].astype(np.float32)
+    else:
+        m = mask.ravel()
+        inside = flat[:, m]
+        mean = inside.mean(axis=1, dtype=np.float64)
+        std = inside.std(axis=1, dtype=np.float64)
+        flat -= mean[:, None].astype(np.float32)
+        flat[:, ~m] = 0.0
+    scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0).astype(np.float32)
+    flat *= scale[:, None]
+    return data
+
+
+def label_volumes(
+    timing: RunTiming, labels: pd.DataFrame, selected: pd.DataFrame, hrf_lag: float = 4.0,
+    label_step: float = 2.0,
+) -> pd.DataFrame:
+    """Label every volume of one subject's runs from the consensus labels.
+
+    A volume gets the label of the grid step that holds its stimulus time (movie time minus
+    ``hrf_lag``); it is ``selected`` when that step is among the selected (class-filtered and
+    balanced) steps.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :meth:`RunTiming.volume_table` plus ``label`` and ``selected``.
+    """
+    table = timing.volume_table(hrf_lag=hrf_lag, label_tr=label_step)
+    grid = labels.set_index("tr")["label"]
+    in_grid = (table["label_tr"] >= 0) & (table["label_tr"] < len(grid))
+    lab = pd.Series(pd.NA, index=table.index, dtype="string")
+    lab[in_grid] = grid.reindex(table.loc[in_grid, "label_tr"]).to_numpy()
+    table["label"] = lab
+    table["selected"] = table["label_tr"].isin(set(selected["tr"])) & table["label"].notna()
+    return table
+
+
+def _read_raw(path: Path) -> tuple[bytes, str]:
+    raw = path.read_bytes()
+    return raw, sha256_bytes(raw)
+
+
+def prepare_dataset(
+    bids_dir: str | os.PathLike,
+    annotations_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    annotation_pattern: str = "av1o*.csv",
+    subjects: list[str] | None = None,
+    timing: RunTiming = STUDYFORREST,
+    label_mode: str = "seed",
+    min_observers: int | None = None,
+    hrf_lag: float = 4.0,
+    min_count: int = 70,
+    n_per_class: int | None = 70,
+    classes: list[str] | None = None,
+    keep: str = "selected",
+    mask: str | os.PathLike | None = None,
+    expected_tr: float = 2.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> PreparedData:
+    """Prepare labelled, z-scored BOLD volumes of a ds000113-shaped dataset.
+
+    Parameters
+    ----------
+    bids_dir : str or path-like
+        Root of the BIDS tree (real ds000113 or generated).
+    annotations_dir : str or path-like
+        Folder of the annotation CSVs.
+    out_dir : str or path-like
+        Output folder; replaced if it exists (atomically, at the end).
+    annotation_pattern : str, default="av1o*.csv"
+        Glob of the annotation files (``"ao1o*.csv"`` for the audio-only observers).
+    subjects : list of str, optional
+        Subjects to use (labels without ``sub-``); default all.
+    timing : RunTiming, default=STUDYFORREST
+        Movie-time position of each run; every run must have the number of volumes it says.
+    label_mode : {"seed", "category"}, default="seed"
+        Consensus rule, see :func:`emolib.forrest.labels.consensus_labels`.
+    min_observers : int, optional
+        Agreement threshold; default half the observers, rounded up.
+    hrf_lag : float, default=4.0
+        Hemodynamic lag (s) between what is on screen and the volume that shows it.
+    min_count, n_per_class, classes, seed
+        Class selection and balancing on the label grid, see
+        :func:`emolib.forrest.labels.select_classes` (the original: 70 and 70).
+    keep : {"selected", "labelled", "all"}, default="selected"
+        Which volumes go into the cache: those of selected steps (what training uses), all
+        labelled ones, or every volume.
+    mask : None, "epi" or path-like, default=None
+        Z-score inside a brain mask: ``"epi"`` computes one with
+        :func:`nilearn.masking.compute_epi_mask` from the first subject's first run; a path
+        reads a mask NIfTI on the data's grid. ``None`` z-scores whole volumes (original).
+    expected_tr : float, default=2.0
+        TR every run's header must give.
+    progress : bool, default=True
+        Show a progress bar over runs.
+
+    Returns
+    -------
+    PreparedData
+        The opened outputs (see :func:`load_prepared`).
+
+    Raises
+    ------
+    InputDataError
+        For any bad input file (see :mod:`emolib.io.bids` and :mod:`emolib.io.annotations`), or a
+        run whose number of volumes differs from ``timing``.
+    """
+    if keep not in KEEP:
+        raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
+    bids_dir, annotations_dir, out_dir = Path(bids_dir), Path(annotations_dir), Path(out_dir)
+    params = {
+        "bids_dir": bids_dir, "annotations_dir": annotations_dir,
+        "annotation_pattern": annotation_pattern, "subjects": subjects,
+        "timing": {"starts": timing.starts, "n_volumes": timing.n_volumes, "tr": timing.tr},
+        "label_mode": label_mode, "min_observers": min_observers, "hrf_lag": hrf_lag,
+        "min_count": min_count, "n_per_class": n_per_class, "classes": classes, "keep": keep,
+        "mask": None if mask is None else str(mask), "expected_tr": expected_tr, "seed": seed,
+    }
+
+    # 1. labels on the movie-time grid
+    annotations = read_observers(annotations_dir, annotation_pattern)
+    labels = consensus_labels(annotations, tr=2.0, min_observers=min_observers, mode=label_mode)
+    selected = select_classes(labels, min_count=min_count, n_per_class=n_per_class,
+                              classes=classes, seed=seed)
+    class_list = sorted(selected["label"].unique())
+
+    # 2. inputs: headers first, so that a bad file fails before any heavy work
+    runs = find_runs(bids_dir, subjects=subjects, runs=list(timing.runs))
+    infos = {}
+    for sub, grp in runs.groupby("subject", sort=True):
+        sub_infos = [read_run_info(p, expected_tr) for p in grp["path"]]
+        for info, run in zip(sub_infos, grp["run"], strict=True):
+            if info.shape[3] != timing.n_volumes[run - 1]:
+                raise InputDataError(info.path, f"has {info.shape[3]} volumes; run {run} of "
+                                                f"the timing has {timing.n_volumes[run - 1]}")
+        infos[sub] = sub_infos
+    all_infos = [i for v in infos.values() for i in v]
+    check_runs(all_infos)
+    ref = all_infos[0]
+    shape, affine = ref.shape[:3], ref.affine
+
+    # 3. sample table
+    vt = label_volumes(timing, labels, selected, hrf_lag=hrf_lag)
+    if keep == "selected":
+        vt_keep = vt[vt["selected"]]
+    elif keep == "labelled":
+        vt_keep = vt[vt["label"].notna()]
+    else:
+        vt_keep = vt
+    subs = sorted(infos)
+    samples = pd.concat([vt_keep.assign(subject=s) for s in subs], ignore_index=True)
+    samples = samples[["subject", "run", "volume", "movie_time", "stim_time", "label_tr",
+                       "overlap_run", "label", "selected"]]
+    cls_index = {c: i for i, c in enumerate(class_list)}
+    samples["y"] = [cls_index[lab] if sel else -1
+                    for lab, sel in zip(samples["label"], samples["selected"], strict=True)]
+    if samples.empty:
+        raise InputDataError(bids_dir, "no volume falls on a selected label step: check the "
+                                       "timing and the annotations")
+
+    with atomic_output_dir(out_dir) as tmp:
+        # 4. mask
+        if mask is None:
+            mask_arr = None
+        elif str(mask) == "epi":
+            from nilearn.masking import compute_epi_mask
+
+            first = nib.load(ref.path)
+            mask_arr = np.asanyarray(compute_epi_mask(first).dataobj).astype(bool)
+        else:
+            mimg = nib.load(mask)
+            if mimg.shape[:3] != shape or not np.allclose(mimg.affine, affine, atol=1e-4):
+                raise InputDataError(mask, f"mask grid {mimg.shape} does not match the data "
+                                           f"grid {shape} and affine")
+            mask_arr = np.asanyarray(mimg.dataobj).astype(bool)
+        out_mask = np.ones(shape, bool) if mask_arr is None else mask_arr
+        nib.save(nib.Nifti1Image(out_mask.astype(np.uint8), affine), tmp / "mask.nii.gz")
+
+        # 5. volumes: read run r+1 (I/O, inflate) while z-scoring run r
+        volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=np.float32,
+                                            shape=(len(samples), *shape))
+        rows = samples.groupby(["subject", "run"]).indices
+        hashes = {}
+        jobs = [(sub, run, info) for sub in subs
+                for run, info in zip(runs.loc[runs["subject"] == sub, "run"], infos[sub],
+                                     strict=True)]
+        bar = tqdm(total=len(jobs), desc="preparing runs", unit="run", disable=not progress)
+
+        def load(job):
+            sub, run, info = job
+            raw, digest = _read_raw(info.path)
+            return decode_bold(info.path, raw, info), digest
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(load, jobs[0])
+            mean_acc = None
+            for j, (sub, run, info) in enumerate(jobs):
+                data, digest = future.result()
+                if j + 1 < len(jobs):
+                    future = pool.submit(load, jobs[j + 1])
+                hashes[str(info.path)] = digest
+                idx = rows.get((sub, run))
+                run_sum = data.sum(axis=3, dtype=np.float64)
+                mean_acc = run_sum if mean_acc is None else mean_acc + run_sum
+                if idx is not None:
+                    vols = samples["volume"].to_numpy()[idx]
+                    for a in range(0, len(idx), 64):
+                        sl = idx[a:a + 64]
+                        volumes[sl] = zscore_volumes(data[..., vols[a:a + 64]], mask_arr)
+                if j + 1 == len(jobs) or jobs[j + 1][0] != sub:
+                    n_vol = sum(i.shape[3] for i in infos[sub])
+                    mean_img = nib.Nifti1Image((mean_acc / n_vol).astype(np.float32), affine)
+                    nib.save(mean_img, tmp / f"mean_sub-{sub}.nii.gz")
+                    mean_acc = None
+                del data
+                bar.update()
+        bar.close()
+        volumes.flush()
+        del volumes
+
+        # 6. tables and manifest
+        samples.to_csv(tmp / "samples.csv", index=False)
+        labels.to_csv(tmp / "labels.csv", index=False)
+        for f in sorted(annotations_dir.glob(annotation_pattern)):
+            hashes[str(f)] = sha256_bytes(f.read_bytes())
+        counts = samples[samples["selected"]].groupby("label").size().to_dict()
+        run_rows = [{"subject": sub, "run": run, "file": info.path.name,
+                     "grid": "x".join(map(str, info.shape[:3])), "volumes": info.shape[3],
+                     "tr_s": info.tr, "dtype": str(info.dtype),
+                     "voxel_mm": "x".join(f"{z:g}" for z in
+                                          np.sqrt((info.affine[:3, :3] ** 2).sum(axis=0)))}
+                    for sub, run, info in jobs]
+        write_manifest(tmp, STAGE, params, inputs=hashes, outputs={
+            "runs": run_rows,
+            "n_samples": len(samples), "shape": list(shape), "affine": affine,
+            "classes": class_list, "subjects": subs, "samples_per_class": counts,
+            "kept_steps": int(labels["label"].notna().sum()),
+            "selected_steps": len(selected),
+        })
+    return load_prepared(out_dir)
+
+
+def load_prepared(folder: str | os.PathLike) -> PreparedData:
+    """Open the outputs of :func:`prepare_dataset` (volumes memory-mapped, read-only)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    samples = pd.read_csv(folder / "samples.csv", dtype={"subject": str, "label": "string"})
+    labels = pd.read_csv(folder / "labels.csv", dtype={"label": "string"})
+    volumes = np.load(folder / "volumes.npy", mmap_mode="r")
+    if len(volumes) != len(samples):
+        raise InputDataError(folder, f"volumes.npy has {len(volumes)} volumes but samples.csv "
+                                     f"{len(samples)} rows: the folder is inconsistent")
+    mask = np.asanyarray(nib.load(folder / "mask.nii.gz").dataobj).astype(bool)
+    out = manifest["outputs"]
+    return PreparedData(folder, samples, volumes, list(out["classes"]),
+                        np.asarray(out["affine"]), mask, labels, manifest)
+
+
+def timing_from_dict(spec: dict | None) -> RunTiming:
+    """A :class:`RunTiming` from ``{"starts": ..., "n_volumes": ..., "tr": ...}``
+    (``None`` gives the real StudyForrest timing)."""
+    if spec is None:
+        return STUDYFORREST
+    return RunTiming(tuple(spec["starts"]), tuple(spec["n_volumes"]), spec.get("tr", 2.0))
+
+
+def summarize_inputs(prepared: PreparedData) -> pd.DataFrame:
+    """One row per BOLD run of a prepared dataset: what its header said, and its hash.
+
+    Every run listed passed the checks of :mod:`emolib.io.bids` (readable, 4D, TR, grid and
+    affine shared by all runs, run length as the timing says, finite values).
+    """
+    runs = pd.DataFrame(prepared.manifest["outputs"]["runs"])
+    digests = {Path(p).name: h for p, h in prepared.manifest["inputs"].items()}
+    runs["sha256"] = runs["file"].map(lambda f: digests[f][:12])
+    return runs
+
+
+__all__ = [
+    "PreparedData", "label_volumes", "load_prepared", "prepare_dataset", "summarize_inputs",
+    "timing_from_dict", "zscore_volumes",
+]

@@ -1,0 +1,236 @@
+"""RSA patterns of the StudyForrest decoding: held-out volumes grouped into patterns with ids
+shared across subjects, and their ROI and network-layer RDMs.
+
+Held-out volumes are grouped into patterns (:func:`define_patterns`: class means, or label x
+movie-time moments), averaged (:func:`emolib.rsa.average_patterns`) and centred within folds
+(:func:`emolib.rsa.center_patterns`) per subject for the ROIs (:func:`calc_brain_rdms`) and,
+through each volume's own fold model, for the layers (:func:`calc_network_rdms`). Pairs of
+patterns from different folds (different networks) can be blanked
+(:func:`emolib.rsa.restrict_pairs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import DTypeLike
+from rsatoolbox.rdm import RDMs
+
+from emolib.models.features import extract_activations
+from emolib.rsa.patterns import average_patterns, center_patterns, group_indicator, restrict_pairs
+from emolib.rsa.rdms import calc_rdms_from_patterns, calc_roi_rdms
+
+__all__ = [
+    "PATTERN_KINDS", "calc_brain_rdms", "calc_network_rdms", "define_patterns",
+]
+
+#: Pattern kinds of :func:`define_patterns`.
+PATTERN_KINDS = ("class", "moment")
+
+
+def define_patterns(
+    predictions: pd.DataFrame,
+    *,
+    kind: str = "moment",
+    moment_s: float = 10.0,
+    within_fold: bool = True,
+    pool_subjects: bool = False,
+    common: bool = True,
+    model: str | None = "cnn",
+) -> pd.DataFrame:
+    """Group held-out samples into RSA patterns, each with an id shared across subjects.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame
+        Held-out predictions of :func:`emolib.decoding.run_decoding` (columns ``fold``,
+        ``sample``, ``subject``, ``movie_time``, ``label``; ``model`` when ``model`` is
+        given).
+    kind : {"class", "moment"}, default="moment"
+        ``"class"``: one pattern per class (the original analysis: 5 class means).
+        ``"moment"``: one pattern per label and bin of ``moment_s`` seconds of movie time,
+        the mean of the volumes acquired then; the same movie moment has the same id in
+        every subject.
+    moment_s : float, default=10.0
+        Width of the movie-time bins of ``"moment"`` patterns (2 s: single volumes).
+    within_fold : bool, default=True
+        Patterns never mix test folds (the fold is part of the id, and ``block`` names the
+        fold). Each fold has its own network, whose units need not match another fold's, so
+        pairs of patterns from two folds are not comparable for the network
+        (:func:`emolib.rsa.restrict_pairs` blanks them).
+    pool_subjects : bool, default=False
+        Average over all subjects together (subject ``"all"``), as the original analysis.
+    common : bool, default=True
+        Keep only ids that every subject has (needed for joint RDMs and noise ceilings).
+    model : str, optional
+        Keep the rows of this model (predictions hold one row per sample and model).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per held-out sample: ``sample`` (row of the prepared volumes), ``subject``,
+        ``fold``, ``label``, ``movie_time``, ``id``, ``block``; sorted by subject, block,
+        time and label, so that every subject lists its ids in the same order.
+    """
+    if kind not in PATTERN_KINDS:
+        raise ValueError(f"kind must be one of {PATTERN_KINDS}, not {kind!r}")
+    rows = predictions
+    if model is not None and "model" in rows.columns:
+        rows = rows[rows["model"] == model]
+    out = rows[["sample", "subject", "fold", "label", "movie_time"]].copy()
+    out["subject"] = "all" if pool_subjects else out["subject"].astype(str)
+    out["block"] = out["fold"].astype(str) if within_fold else "all"
+    if kind == "class":
+        out["time"] = 0.0
+        out["id"] = out["label"].astype(str)
+    else:
+        if moment_s <= 0:
+            raise ValueError("moment_s must be positive")
+        out["time"] = np.floor(out["movie_time"] / moment_s) * moment_s
+        out["id"] = out["label"].astype(str) + " @" + out["time"].map("{:05.0f}s".format)
+    if within_fold:
+        out["id"] = out["block"] + " " + out["id"]
+    if common:
+        n_subjects = out["subject"].nunique()
+        keep = out.groupby("id")["subject"].nunique() == n_subjects
+        out = out[out["id"].isin(keep.index[keep])]
+    if out.empty:
+        raise ValueError("no pattern is left (no held-out sample, or no id shared by all "
+                         "subjects)")
+    out = out.sort_values(["subject", "block", "time", "label", "sample"], kind="stable")
+    return out.drop(columns="time").reset_index(drop=True)
+
+
+def _with_blocks(rdms: RDMs, patterns: pd.DataFrame, within_blocks: bool) -> RDMs:
+    ids = np.asarray(rdms.pattern_descriptors["id"])
+    rdms.pattern_descriptors["block"] = _blocks_of(ids, patterns).tolist()
+    return restrict_pairs(rdms) if within_blocks else rdms
+
+
+def calc_brain_rdms(
+    volumes: np.ndarray,
+    patterns: pd.DataFrame,
+    masks: Mapping[str, Any],
+    *,
+    center: bool = True,
+    within_blocks: bool = True,
+    method: str = "correlation",
+    dtype: DTypeLike = np.float64,
+) -> list[RDMs]:
+    """ROI RDMs of held-out volumes, one RDMs object per subject.
+
+    Parameters
+    ----------
+    volumes : numpy.ndarray, shape (n_samples, X, Y, Z)
+        The prepared volumes (may be a memory map; only the patterns' rows are read).
+    patterns : pandas.DataFrame
+        From :func:`define_patterns`.
+    masks : mapping of str to array or Niimg-like
+        ROI masks on the volumes' grid (see :func:`emolib.rsa.calc_roi_rdms`).
+    center : bool, default=True
+        Centre every voxel across the subject's patterns of each block
+        (:func:`emolib.rsa.center_patterns`).
+    within_blocks : bool, default=True
+        Blank pairs across blocks (:func:`emolib.rsa.restrict_pairs`).
+    method : str, default="correlation"
+        Dissimilarity (see :func:`emolib.rsa.calc_rdms_from_patterns`).
+    dtype : dtype, default=float64
+        dtype of the dissimilarities.
+
+    Returns
+    -------
+    list of rsatoolbox.rdm.RDMs
+        Per subject (order of ``patterns``): one RDM per ROI (``roi``), descriptor
+        ``subject``, pattern descriptors ``id`` and ``block``.
+    """
+    out = []
+    for subject, rows in patterns.groupby("subject", sort=False):
+        ids, means = average_patterns(volumes[rows["sample"].to_numpy()], rows["id"])
+        if center:
+            means = center_patterns(means, _blocks_of(ids, rows))
+        rdms = calc_roi_rdms(means, masks, ids, method=method,
+                             rdm_descriptors={"subject": subject}, dtype=dtype)
+        out.append(_with_blocks(rdms, rows, within_blocks))
+    return out
+
+
+def _blocks_of(ids: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
+    block_of = dict(zip(rows["id"], rows["block"], strict=False))
+    return np.array([block_of[i] for i in ids.tolist()])
+
+
+def calc_network_rdms(
+    volumes: np.ndarray,
+    patterns: pd.DataFrame,
+    models: Mapping[str, Any] | Callable[[str], Any],
+    layers: Sequence[str],
+    *,
+    center: bool = True,
+    within_blocks: bool = True,
+    reduce: str | int = "flatten",
+    batch_size: int = 32,
+    device: str | None = None,
+    method: str = "correlation",
+    dtype: DTypeLike = np.float64,
+) -> list[RDMs]:
+    """Layer RDMs of a network run on held-out volumes, each volume by its own fold's model.
+
+    For every subject and test fold, the fold's network (trained without that fold) is run
+    on the subject's held-out volumes of the fold (:func:`emolib.models.extract_activations`); the
+    activations are averaged into the patterns of :func:`define_patterns`.
+
+    Parameters
+    ----------
+    volumes : numpy.ndarray, shape (n_samples, X, Y, Z)
+        The prepared volumes.
+    patterns : pandas.DataFrame
+        From :func:`define_patterns`.
+    models : mapping or callable
+        Fold name to torch model, or a function returning it (e.g.
+        ``lambda fold: load_trained(result.fold_model_path(fold))``); each fold's model is
+        obtained once.
+    layers : sequence of str
+        Module names (e.g. ``conv1``, ``block1`` .. ``block4``, ``pool``).
+    center, within_blocks, method, dtype
+        See :func:`calc_brain_rdms`.
+    reduce, batch_size, device
+        See :func:`emolib.models.extract_activations`.
+
+    Returns
+    -------
+    list of rsatoolbox.rdm.RDMs
+        Per subject (order of ``patterns``): one RDM per layer (``layer``), descriptor
+        ``subject``, pattern descriptors ``id`` and ``block``.
+    """
+    getter = models if callable(models) else models.__getitem__
+    cache: dict[str, Any] = {}
+    out = []
+    for subject, rows in patterns.groupby("subject", sort=False):
+        ids = pd.unique(rows["id"].to_numpy())
+        code = {v: k for k, v in enumerate(ids.tolist())}
+        sums: dict[str, np.ndarray] = {}
+        counts = np.zeros(len(ids))
+        for fold, part in rows.groupby("fold", sort=False):
+            if fold not in cache:
+                cache[fold] = getter(fold)
+            part = part.sort_values("sample")
+            x = np.asarray(volumes[part["sample"].to_numpy()], dtype=np.float32)[:, None]
+            acts = extract_activations(cache[fold], x, layers, batch_size=batch_size,
+                                       reduce=reduce, device=device)
+            indicator = group_indicator(part["id"].map(code).to_numpy(), len(ids))
+            counts += indicator.sum(axis=1)
+            for name, a in acts.items():
+                part_sum = indicator @ a
+                sums[name] = part_sum if name not in sums else sums[name] + part_sum
+        blocks = _blocks_of(ids, rows)
+        means = {}
+        for name, total in sums.items():
+            m = (total / counts[:, None]).astype(np.float32)
+            means[name] = center_patterns(m, blocks) if center else m
+        rdms = calc_rdms_from_patterns(means, ids, method=method, descriptor="layer",
+                                       rdm_descriptors={"subject": subject}, dtype=dtype)
+        out.append(_with_blocks(rdms, rows, within_blocks))
+    return out
