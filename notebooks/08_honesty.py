@@ -43,6 +43,7 @@ from IPython.display import Markdown, display
 
 from emolib.decoding import load_decoding, summarize_decoding
 from emolib.forrest import find_leaks, load_prepared, make_splits
+from emolib.manifest import read_manifest
 from emolib.paths import get_derived_dir
 
 training = get_derived_dir("02_training", profile, data_dir, create=False)
@@ -62,8 +63,12 @@ display(Markdown(f"Decoding runs found: {', '.join(results) or 'none'}."))
 # %%
 rows = []
 for kind in ("random", "run"):
-    for split in make_splits(samples, kind, seed=seed):
-        report = find_leaks(samples, split)
+    # the folds, seed and lag the decoding ran with (all folds when it did not run)
+    ran = read_manifest(training / kind)["parameters"] if kind in results else {}
+    lag = ran.get("hrf_lag", float(prepared.manifest["parameters"]["hrf_lag"]))
+    for split in make_splits(samples, kind, hrf_lag=lag, folds=ran.get("folds"),
+                             seed=ran.get("config", {}).get("seed", seed)):
+        report = find_leaks(samples, split, hrf_lag=lag)
         rows.append({"split": kind, "fold": split.name, "train": split.train.size,
                      "test": split.test.size, "same volume": report.same_volume,
                      "same moment": report.same_moment, "within the lag": report.lag_window})

@@ -6,7 +6,6 @@ from sklearn.metrics import roc_auc_score
 
 from emolib.decoding import cyclic_shift_labels, ground_truth_check, load_decoding, run_decoding
 from emolib.decoding.evaluate import (
-    SCORE_DECIMALS,
     classification_metrics,
     cluster_bootstrap,
     fold_metrics,
@@ -38,11 +37,15 @@ def test_planted_signal_is_decoded_above_chance(truth_check):
     assert table.loc[("planted", "linear"), "macro_auc"] > 0.7
 
 
-def test_null_data_stay_at_chance(truth_check):
+def test_null_twin_stays_within_its_null(truth_check):
+    """One null realisation: not an outlier of its own permutation null (4 sd: a calibrated
+    test fails this about once in 10^4 datasets). Calibration itself is shown by simulation
+    in tests/test_nulls.py, not by one seed."""
     table = truth_check[1]
     for model in ("cnn", "linear"):
-        assert abs(table.loc[("null", model), "macro_auc"] - 0.5) < 0.15
-        assert table.loc[("null", model), "p_value"] > 0.05
+        row = table.loc[("null", model)]
+        assert row["null_sd"] > 0
+        assert abs(row["macro_auc"] - row["null_mean"]) <= 4 * row["null_sd"]
 
 
 def test_fold_metrics_per_fold(planted):
@@ -78,14 +81,15 @@ def test_metrics_match_sklearn(rng):
     y = rng.integers(0, 3, 60)
     p = rng.dirichlet(np.ones(3), size=60)
     m = classification_metrics(y, p, ["a", "b", "c"])
-    q = np.round(p, SCORE_DECIMALS)  # scores are ranked after rounding (float noise = ties)
     for c, name in enumerate("abc"):
-        assert m["auc"][name] == pytest.approx(roc_auc_score(y == c, q[:, c]))
-    assert m["macro_auc"] == pytest.approx(roc_auc_score(y, q / q.sum(1, keepdims=True),
-                                                         multi_class="ovr"), abs=1e-3)
-    # a network that outputs one probability vector up to float noise scores exactly 0.5
-    flat = np.tile([0.3, 0.3, 0.4], (60, 1)) + rng.normal(0, 1e-7, (60, 3))
+        assert m["auc"][name] == pytest.approx(roc_auc_score(y == c, p[:, c]))
+    assert m["macro_auc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr"))
+    # scores are ranked as they are: tiny differences count, exact ties score 0.5
+    flat = np.tile([0.3, 0.3, 0.4], (60, 1))
     assert classification_metrics(y, flat, ["a", "b", "c"])["macro_auc"] == 0.5
+    tiny = flat + 1e-9 * p
+    assert classification_metrics(y, tiny, ["a", "b", "c"])["macro_auc"] == pytest.approx(
+        m["macro_auc"])
     assert m["confusion"].to_numpy().sum() == 60
     curves = roc_curves(y, p, ["a", "b", "c"])
     assert set(curves["class"]) == {"a", "b", "c"}

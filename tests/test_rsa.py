@@ -329,6 +329,26 @@ def test_zero_and_pair_tests_match_rsatoolbox_with_fdr():
     )
 
 
+def test_zero_tests_and_table_use_each_cells_own_samples():
+    """A NaN bootstrap sample in one cell (a resample without a valid pair there) changes
+    neither the other cells' tests nor their standard errors: one rule for both."""
+    rng = np.random.default_rng(17)
+    layers = _random_rdms(rng, 2, 10, ["l1", "l2"])
+    rois = _random_rdms(rng, 2, 10, ["r1", "r2"], key="roi", subject="S")
+    boot = rsa.bootstrap_compare(layers, rois, n_bootstrap=40, seed=1, dtype=np.float64)
+    before = rsa.calc_zero_tests(boot)
+    boot.samples[:5, 0, 0] = np.nan  # l1 x r1 undefined in 5 resamples
+    after = rsa.calc_zero_tests(boot)
+    other = ~((after["layer"] == "l1") & (after["roi"] == "r1"))
+    np.testing.assert_allclose(after.loc[other, "t"], before.loc[other, "t"], atol=1e-12)
+    ok = boot.samples[5:, 0, 0]
+    t_ref = ok.mean() / (ok.std(ddof=1) * np.sqrt(boot.n_patterns / (boot.n_patterns - 1)))
+    assert after.loc[~other, "t"].item() == pytest.approx(t_ref)
+    # the t statistic is the table's estimate over the table's standard error
+    se = boot.get_se()
+    np.testing.assert_allclose(after["t"], (boot.get_means() / se).T.reshape(-1))
+
+
 # ------------------------------------------------------------------ noise ceiling, Mantel
 
 
@@ -354,6 +374,36 @@ def test_noise_ceiling_matches_boot_noise_ceiling(method):
         assert row["lower"].item() == pytest.approx(lower, abs=1e-10)
         assert row["upper"].item() == pytest.approx(upper, abs=1e-10)
         assert row["lower"].item() < row["upper"].item()
+
+
+@pytest.mark.parametrize("method", ["corr", "cosine", "spearman", "rho-a"])
+def test_noise_ceiling_with_blanked_pairs_matches_boot_noise_ceiling(method):
+    """Pairs across blocks blanked (NaN), as chapter 04 does: the same as rsatoolbox."""
+    rng = np.random.default_rng(21)
+    base = rng.random(45)
+    blocks = list("aaaabbbccc")
+    rdms = []
+    for name in ["s1", "s2", "s3"]:
+        r = RDMs((base + 0.7 * rng.random(45))[None], rdm_descriptors={"roi": ["LOC"],
+                 "subject": [name]}, pattern_descriptors={"id": _ids(10), "block": blocks})
+        rdms.append(rsa.restrict_pairs(r))
+    assert np.isnan(rdms[0].dissimilarities).any()
+    table = rsa.calc_noise_ceiling(rdms, method)
+    ref_rdms = RDMs(np.concatenate([r.dissimilarities for r in rdms]),
+                    rdm_descriptors={"subject": ["s1", "s2", "s3"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lower, upper = boot_noise_ceiling(ref_rdms, method=method, rdm_descriptor="subject")
+    assert np.isfinite([lower, upper]).all()
+    assert table["lower"].item() == pytest.approx(lower, abs=1e-10)
+    assert table["upper"].item() == pytest.approx(upper, abs=1e-10)
+
+
+def test_noise_ceiling_of_one_subject_is_undefined():
+    r = RDMs(np.random.default_rng(3).random((1, 45)), rdm_descriptors={"roi": ["LOC"],
+             "subject": ["s1"]}, pattern_descriptors={"id": _ids(10)})
+    row = rsa.calc_noise_ceiling([r], "corr").iloc[0]
+    assert np.isnan(row["lower"]) and np.isnan(row["upper"]) and row["n_subjects"] == 1
 
 
 def test_mantel_exact_matches_explicit_enumeration():

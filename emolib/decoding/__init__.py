@@ -28,11 +28,17 @@ from emolib.decoding.evaluate import (
     macro_auc,
     roc_curves,
 )
-from emolib.decoding.nulls import PermutationResult, cyclic_shift_labels, permutation_test
+from emolib.decoding.nulls import (
+    PermutationResult,
+    cyclic_shift_labels,
+    fold_shift_aucs,
+    permutation_test,
+)
 
 __all__ = [
     "MODELS", "DecodingResult", "PermutationResult", "auc_per_class", "classification_metrics",
-    "cluster_bootstrap", "cyclic_shift_labels", "fold_metrics", "ground_truth_check",
+    "cluster_bootstrap", "cyclic_shift_labels", "fold_metrics", "fold_shift_aucs",
+    "ground_truth_check",
     "inner_validation", "linear_baseline", "load_decoding", "macro_auc", "permutation_test",
     "roc_curves", "run_decoding", "summarize_decoding",
 ]

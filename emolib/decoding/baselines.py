@@ -54,7 +54,11 @@ def linear_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
                     y_val: np.ndarray, x_test: np.ndarray, n_classes: int,
                     cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1), seed: int = 0) -> np.ndarray:
     """Standardised voxels -> multinomial L2 logistic regression; the strength ``C`` is the
-    one with the best validation macro AUC, then the model is refit on train + validation.
+    one with the best validation macro AUC.
+
+    The model of that ``C``, fit on the training samples only, predicts the test set: like the
+    CNN, which is trained on the same samples and only early-stopped on the validation run, the
+    baseline never learns from the validation run.
 
     Returns the test-set class probabilities ``(n_test, n_classes)``.
     """
@@ -68,12 +72,12 @@ def linear_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
         out[:, clf.classes_] = clf.predict_proba(x.reshape(len(x), -1))
         return out
 
-    scores = []
+    fits, scores = [], []
     for c in cs:
-        p = full_probs(fit(x_train, y_train, c), x_val)
+        clf = fit(x_train, y_train, c)
+        p = full_probs(clf, x_val)
         present = [k for k in range(n_classes) if 0 < (y_val == k).sum() < len(y_val)]
         scores.append(np.mean([roc_auc_score(y_val == k, p[:, k]) for k in present])
                       if present else 0.0)
-    best = cs[int(np.argmax(scores))]
-    clf = fit(np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]), best)
-    return full_probs(clf, x_test)
+        fits.append(clf)
+    return full_probs(fits[int(np.argmax(scores))], x_test)

@@ -20,7 +20,7 @@ from sklearn.metrics import (
 )
 
 __all__ = [
-    "SCORE_DECIMALS", "auc_per_class", "classification_metrics", "cluster_bootstrap",
+    "auc_per_class", "classification_metrics", "cluster_bootstrap",
     "fold_metrics", "macro_auc", "roc_curves",
 ]
 
@@ -32,21 +32,17 @@ def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
         return float(balanced_accuracy_score(y, pred))
 
 
-#: Scores are rounded to this many decimals before ranking (see :func:`auc_per_class`).
-SCORE_DECIMALS = 4
-
-
 def auc_per_class(y: np.ndarray, probs: np.ndarray, n_classes: int) -> np.ndarray:
     """One-vs-rest ROC AUC of each class (NaN for a class absent from ``y`` or alone in it).
 
-    Probabilities are rounded to :data:`SCORE_DECIMALS` decimals first. A network that
-    learned nothing outputs the same probabilities for every volume up to float32 rounding
-    (differences of 1e-7 to 1e-5 that depend on how the volumes were batched, hence on their
-    order in time); ranking such noise would give AUCs that are not 0.5 and a null that is
-    too narrow. Rounded, those become ties (AUC 0.5); real differences are far larger.
+    The probabilities are ranked as they are (no rounding): they come from a deterministic
+    evaluation (:func:`emolib.models.evaluate_batches`: a volume's output does not depend on
+    the volumes batched with it), so tiny differences are the network's, not the batching's;
+    a network that learned (almost) nothing gets an AUC that the permutation null
+    (:mod:`emolib.decoding.nulls`) judges, and is reported there as collapsed.
     """
     out = np.full(n_classes, np.nan)
-    scores = np.round(np.asarray(probs, dtype=float), SCORE_DECIMALS)
+    scores = np.asarray(probs, dtype=float)
     for c in range(n_classes):
         pos = y == c
         if 0 < pos.sum() < len(y):

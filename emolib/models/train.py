@@ -106,24 +106,45 @@ def _autocast(device: torch.device, amp: bool):
 @torch.inference_mode()
 def evaluate_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
                      batch_size: int = 64, amp: bool = True) -> tuple[np.ndarray, float, float]:
-    """Softmax probabilities, mean loss and accuracy of ``model`` on ``x`` (eval mode)."""
+    """Softmax probabilities (float64), mean loss and accuracy of ``model`` on ``x`` (eval mode).
+
+    Deterministic per volume: every forward pass has exactly ``batch_size`` volumes (the last
+    batch is padded with zeros, whose outputs are dropped), because convolution kernels round
+    differently for different batch shapes (1e-7 here); a volume's probabilities are then the
+    same whichever other volumes are evaluated with it, and in whatever order. The softmax is
+    taken in float64 from the logits, so that ranking probabilities (AUC) ranks logit
+    differences rather than float32 rounding.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     probs, loss_sum = [], 0.0
+    n = len(x)
     with _autocast(device, amp):
-        for a in range(0, len(x), batch_size):
-            logits = model(x[a:a + batch_size]).float()
+        for a in range(0, n, batch_size):
+            xb = x[a:a + batch_size]
+            real = len(xb)
+            if real < batch_size:
+                pad = xb.new_zeros((batch_size - real, *xb.shape[1:]))
+                xb = torch.cat([xb, pad]).contiguous(memory_format=_memory_format(xb))
+            logits = model(xb).float()[:real]
             if y is not None:
                 loss_sum += nn.functional.cross_entropy(
                     logits, y[a:a + batch_size], reduction="sum").item()
-            probs.append(torch.softmax(logits, dim=1).cpu())
+            probs.append(torch.softmax(logits.double(), dim=1).cpu())
     model.train(was_training)
-    p = torch.cat(probs).numpy() if probs else np.zeros((0, 0), np.float32)
-    if y is None or len(x) == 0:
+    p = torch.cat(probs).numpy() if probs else np.zeros((0, 0), np.float64)
+    if y is None or n == 0:
         return p, float("nan"), float("nan")
     acc = float((p.argmax(1) == y.cpu().numpy()).mean())
-    return p, loss_sum / len(x), acc
+    return p, loss_sum / n, acc
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not \
+            x.is_contiguous():
+        return torch.channels_last_3d
+    return torch.contiguous_format
 
 
 def train_model(

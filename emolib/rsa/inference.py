@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,29 +37,49 @@ __all__ = [
 ]
 
 
+def _nan_ranks(row: np.ndarray) -> np.ndarray:
+    """Ranks of the finite entries (ties averaged), NaN kept where the entry is NaN."""
+    out = np.full(row.shape, np.nan)
+    ok = ~np.isnan(row)
+    out[ok] = scipy.stats.rankdata(row[ok])
+    return out
+
+
+def _nan_mean_rows(v: np.ndarray) -> np.ndarray:
+    """Mean over rows ignoring NaN; NaN where every row is NaN (a blanked pair)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        return np.nanmean(v, axis=0)
+
+
 def _pool_vectors(v: np.ndarray, method: str) -> np.ndarray:
-    """rsatoolbox's ``pool_rdm``: the RDM that best predicts a set under ``method``."""
+    """rsatoolbox's ``pool_rdm``: the RDM that best predicts a set under ``method``.
+
+    NaN entries (blanked pairs) are left out as in rsatoolbox: ranks are taken over the
+    finite entries, means over the RDMs that have the pair.
+    """
     v = np.asarray(v, dtype=np.float64)
     if method == "cosine":
         v = v / np.sqrt(np.nanmean(v**2, axis=1, keepdims=True))
-        return v.mean(axis=0)
+        return _nan_mean_rows(v)
     if method == "corr":
         v = v - np.nanmean(v, axis=1, keepdims=True)
         v = v / np.nanstd(v, axis=1, keepdims=True)
-        pooled = v.mean(axis=0)
+        pooled = _nan_mean_rows(v)
         return pooled - np.nanmin(pooled)
     if method in ("spearman", "rho-a", "tau-a", "kendall", "tau-b"):
-        return np.stack([scipy.stats.rankdata(row) for row in v]).mean(axis=0)
+        return _nan_mean_rows(np.stack([_nan_ranks(row) for row in v]))
     raise ValueError(f"unknown comparison method {method!r}")
 
 
 def _noise_ceiling_vectors(
     v: np.ndarray, groups: np.ndarray, method: str
 ) -> tuple[float, float]:
+    """(lower, upper) noise ceiling; both NaN with fewer than two groups (subjects): a single
+    subject has no other subjects to predict it, so no ceiling is defined."""
     uniq = np.unique(groups)
     if len(uniq) < 2:
-        value = float(np.mean(compare_vectors(_pool_vectors(v, method), v, method)))
-        return value, value
+        return float("nan"), float("nan")
     preds = [_pool_vectors(v, method)] + [_pool_vectors(v[groups != g], method) for g in uniq]
     sims = compare_vectors(np.stack(preds), v, method)
     upper = np.mean([sims[0, groups == g].mean() for g in uniq])
@@ -97,7 +118,8 @@ def calc_noise_ceiling(
     Returns
     -------
     pandas.DataFrame
-        Columns ``by``, ``method``, ``lower``, ``upper``, ``n_subjects``.
+        Columns ``by``, ``method``, ``lower``, ``upper``, ``n_subjects``; ``lower`` and
+        ``upper`` are NaN for a group with a single subject (no ceiling is defined).
     """
     data_list = as_rdms_list(data_rdms)
     ids = get_pattern_ids(data_list[0], pattern_key)
@@ -172,15 +194,18 @@ def calc_zero_tests(
         :func:`scipy.stats.false_discovery_control`) and ``significant``.
     """
     frame = boot.to_frame()
-    s = boot.samples[np.isfinite(boot.samples).all(axis=(1, 2))]
+    # One rule for the tests and the table's standard errors: every cell uses its own finite
+    # bootstrap samples (a NaN in one cell does not drop that sample from the others).
+    s = boot.samples
     if test_type == "t-test":
-        mean = s.mean(axis=0)
-        var = s.var(axis=0, ddof=1) * _variance_correction(boot.n_patterns)
+        mean = boot.get_means()
+        var = boot.get_variance(corrected=True)
         t = mean / np.sqrt(np.maximum(var, np.finfo(float).eps))
         p = scipy.stats.t.sf(t, boot.n_patterns - 1)
         frame["t"] = t.T.reshape(-1)
     elif test_type == "bootstrap":
-        p = ((s <= 0).sum(axis=0) + 1) / s.shape[0]
+        finite = np.isfinite(s)
+        p = (((s <= 0) & finite).sum(axis=0) + 1) / np.maximum(finite.sum(axis=0), 1)
     else:
         raise ValueError("test_type must be 't-test' or 'bootstrap'")
     frame["p"] = p.T.reshape(-1)

@@ -1,0 +1,121 @@
+"""Calibration of the decoding null, measured over many generated null datasets.
+
+A p-value promises ``P(p <= alpha) <= alpha`` over datasets in which there is nothing to find;
+one dataset cannot show that, many can. :func:`null_pvalues` draws null realisations through
+the real pipeline (a generated StudyForrest-shaped dataset with nothing planted, prepared,
+split by run, decoded, tested with :func:`emolib.decoding.permutation_test`) and
+:func:`size_table` reports the size at each alpha with exact (Clopper-Pearson) intervals.
+``benchmarks/bench_calibration.py`` runs it at scale; the suite runs a small version.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+from tqdm.auto import tqdm
+
+from emolib.decoding.baselines import inner_validation, linear_baseline
+from emolib.decoding.crossval import run_decoding
+from emolib.decoding.nulls import permutation_test
+from emolib.forrest import RunTiming, make_splits, prepare_dataset
+from emolib.models import TrainConfig
+from emolib.synthetic import generate_studyforrest
+
+__all__ = ["NULL_TIMING", "clopper_pearson", "null_pvalues", "size_table"]
+
+#: Three overlapping 3-minute runs: the smallest movie with several episodes per class.
+NULL_TIMING = RunTiming(starts=(0.0, 172.0, 344.0), n_volumes=(90, 90, 90), tr=2.0)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact binomial confidence interval of the proportion ``k / n``."""
+    a = (1 - level) / 2
+    lo = scipy.stats.beta.ppf(a, k, n - k + 1) if k > 0 else 0.0
+    hi = scipy.stats.beta.isf(a, k + 1, n - k) if k < n else 1.0
+    return float(lo), float(hi)
+
+
+def _null_run(root: Path, seed: int, cnn_epochs: int, shape, n_permutations: int
+              ) -> dict[str, float]:
+    ds = generate_studyforrest(root / "ds", n_subjects=2, shape=shape, timing=NULL_TIMING,
+                               null=True, seed=seed, progress=False, overwrite=True)
+    prep = prepare_dataset(ds / "ds000113", ds / "annotations", root / "prep",
+                           timing=NULL_TIMING, min_count=12, n_per_class=12, seed=seed,
+                           progress=False)
+    n_classes = len(prep.classes)
+    if cnn_epochs:  # the whole pipeline: CNN, linear and chance in the same folds
+        config = TrainConfig(epochs=cnn_epochs, t_max=cnn_epochs, patience=10, seed=seed)
+        result = run_decoding(prep, root / "dec", "run", config, progress=False, restart=True)
+        runs = {m: result.probs(m) for m in ("linear", "cnn")}
+    else:  # the linear baseline exactly as run_decoding fits it, without training the CNN
+        sel = np.flatnonzero(prep.samples["selected"].to_numpy())
+        samples = prep.samples.iloc[sel].reset_index(drop=True)
+        y = samples["y"].to_numpy()
+        x = np.asarray(prep.volumes[sel])[:, prep.mask]
+        probs = np.zeros((len(y), n_classes))
+        fold = np.full(len(y), "", dtype=object)
+        for split in make_splits(samples, "run", seed=seed):
+            tr, val = inner_validation(samples, split, "run", seed)
+            probs[split.test] = linear_baseline(x[tr], y[tr], x[val], y[val], x[split.test],
+                                                n_classes, seed=seed)
+            fold[split.test] = split.name
+        tested = fold != ""
+        runs = {"linear": (y[tested], probs[tested], samples[tested].assign(fold=fold[tested]))}
+    out = {}
+    for model, (y, p, meta) in runs.items():
+        test = permutation_test(y, p, meta["movie_time"].to_numpy(), meta["fold"].to_numpy(),
+                                n_classes, n_permutations=n_permutations, seed=seed)
+        out[model] = test.p_value
+    return out
+
+
+def null_pvalues(
+    work_dir: str | os.PathLike,
+    n: int,
+    seed: int = 1000,
+    *,
+    cnn: int = 0,
+    cnn_epochs: int = 4,
+    shape: tuple[int, int, int] = (12, 12, 10),
+    n_permutations: int = 199,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Permutation p-values of decoders on ``n`` generated null datasets.
+
+    Each realisation generates a dataset with nothing planted (2 subjects, the three runs of
+    :data:`NULL_TIMING`, generated annotations, seed ``seed + r``), prepares it (consensus
+    labels, 12 steps per class), splits it by run and decodes it with the linear baseline as
+    :func:`emolib.decoding.run_decoding` fits it; the first ``cnn`` realisations run the whole
+    :func:`~emolib.decoding.run_decoding` (CNN of ``cnn_epochs`` epochs and the baselines).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per realisation and model: ``realisation``, ``seed``, ``model``, ``p_value``.
+    """
+    root = Path(work_dir)
+    rows = []
+    for r in tqdm(range(n), desc="null datasets", disable=not progress):
+        res = _null_run(root, seed + r, cnn_epochs if r < cnn else 0, shape, n_permutations)
+        rows += [{"realisation": r, "seed": seed + r, "model": m, "p_value": p}
+                 for m, p in res.items()]
+    return pd.DataFrame(rows)
+
+
+def size_table(pvalues: pd.DataFrame, alphas: Sequence[float] = (0.05, 0.01),
+               level: float = 0.95) -> pd.DataFrame:
+    """Size ``P(p <= alpha)`` per model and alpha with its Clopper-Pearson interval."""
+    rows = []
+    for model, part in pvalues.groupby("model", sort=False):
+        p = part["p_value"].to_numpy()
+        for alpha in alphas:
+            k = int((p <= alpha).sum())
+            lo, hi = clopper_pearson(k, len(p), level)
+            rows.append({"model": model, "alpha": alpha, "n_datasets": len(p),
+                         "rejections": k, "size": k / len(p), "low": lo, "high": hi})
+    return pd.DataFrame(rows)
