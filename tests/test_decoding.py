@@ -114,3 +114,13 @@ def test_cyclic_shift_keeps_moments_together(rng):
     # runs of equal labels (the autocorrelation) survive, up to the wrap-around
     changes = lambda v: int((np.diff(v[::2]) != 0).sum())  # noqa: E731
     assert abs(changes(shifted) - changes(y)) <= 1
+
+
+def test_linear_baseline_with_one_training_class_predicts_it(rng):
+    """A tiny dataset's fold may train on a single class: the baseline then predicts that
+    class (constant outputs, a collapsed fold for the null) instead of failing."""
+    from emolib.decoding import linear_baseline
+
+    x = rng.standard_normal((12, 6))
+    p = linear_baseline(x, np.full(12, 2), x, np.arange(12) % 3, x[:4], 3)
+    np.testing.assert_array_equal(p, np.tile([0.0, 0.0, 1.0], (4, 1)))

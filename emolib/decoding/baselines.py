@@ -60,7 +60,8 @@ def linear_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
     CNN, which is trained on the same samples and only early-stopped on the validation run, the
     baseline never learns from the validation run.
 
-    Returns the test-set class probabilities ``(n_test, n_classes)``.
+    Returns the test-set class probabilities ``(n_test, n_classes)``; when the training samples
+    hold a single class (a tiny dataset), that class with probability 1.
     """
     def fit(x, y, c):
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300,
@@ -72,6 +73,11 @@ def linear_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
         out[:, clf.classes_] = clf.predict_proba(x.reshape(len(x), -1))
         return out
 
+    classes = np.unique(y_train)
+    if len(classes) < 2:  # nothing to discriminate: predict the one class seen, as a classifier
+        out = np.zeros((len(x_test), n_classes))  # trained on it would (a collapsed fold)
+        out[:, classes] = 1.0
+        return out
     fits, scores = [], []
     for c in cs:
         clf = fit(x_train, y_train, c)
