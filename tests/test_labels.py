@@ -46,6 +46,19 @@ def test_category_rule_on_hand_example():
     assert out["n_agree"].tolist() == [3, 2, 3, 1]
 
 
+def test_category_rule_drops_steps_where_a_second_category_has_a_majority():
+    """FEAR 3 of 3, LOVE 2 of 3 (threshold 2): a majority saw LOVE too, so the step is not
+    a LOVE negative labelled FEAR; it is ambiguous. LOVE 1 of 3 does not make it so."""
+    rows = pd.DataFrame([("A", 0.0, 2.0, "FEAR LOVE"), ("B", 0.0, 2.0, "FEAR"),
+                         ("C", 0.0, 2.0, "FEAR"), ("C", 0.0, 2.0, "LOVE"),
+                         ("A", 2.0, 4.0, "FEAR LOVE"), ("B", 2.0, 4.0, "FEAR"),
+                         ("C", 2.0, 4.0, "FEAR")],
+                        columns=["observer", "start", "end", "emotion"])
+    out = consensus_labels(rows, mode="category")
+    assert out["status"].tolist() == ["ambiguous", "kept"]
+    assert pd.isna(out["label"].iloc[0]) and out["label"].iloc[1] == "FEAR"
+
+
 def test_min_observers_parameter():
     out = consensus_labels(hand_example(), mode="seed", min_observers=3)
     assert out["status"].tolist() == ["kept", "no majority", "no majority", "no majority"]

@@ -15,8 +15,10 @@ from step 0 to the last step any row covers: ``range(max(ceil(end/tr)))``.
 observer endorses a category at a step when any of their rows covering the step names it (rows
 for different characters no longer overwrite each other, and ``"LOVE HAPPINESS"`` counts for
 both LOVE and HAPPINESS). The label is the category endorsed by most observers, kept when at
-least ``min_observers`` endorse it; when two or more categories share the top count the step is
-*ambiguous* and left unlabelled rather than broken arbitrarily.
+least ``min_observers`` endorse it and no other category does; when two or more categories each
+reach ``min_observers`` (a tie at the top, or a second category with a majority of its own) the
+step is *ambiguous* and left unlabelled: labelled with one of them, it would serve as a negative
+for the others in one-vs-rest evaluation although a majority saw them.
 """
 
 from __future__ import annotations
@@ -120,13 +122,13 @@ def consensus_labels(
                 endorse[obs_index[obs], sl, cats[word]] = True
         counts = endorse.sum(axis=0)  # (steps, categories)
         top = counts.max(axis=1)
-        n_top = (counts == top[:, None]).sum(axis=1)
+        n_majorities = (counts >= min_observers).sum(axis=1)
         best = counts.argmax(axis=1)
         for k in np.flatnonzero(top > 0):
             n_agree[k] = top[k]
             if top[k] < min_observers:
                 status[k] = "no majority"
-            elif n_top[k] > 1:
+            elif n_majorities[k] > 1:
                 status[k] = "ambiguous"
             else:
                 labels[k], status[k] = EMOTIONS[best[k]], "kept"
