@@ -116,3 +116,34 @@ def test_config_from_dict_names_unknown_keys():
     assert config_from_dict({"epochs": 3}).epochs == 3
     with pytest.raises(ValueError, match="learning_rate"):
         config_from_dict({"learning_rate": 0.1})
+
+
+class _Payload:
+    """Unpickling this would create a file: what a malicious shared checkpoint could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "best.pt"
+    state = EmotionCNN(n_classes=2, in_shape=(8, 8, 6)).state_dict()
+    torch.save({"model": state, "n_classes": 2, "in_shape": [8, 8, 6], "dropout": 0.3,
+                "extra": _Payload(marker)}, bad)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="not a plain checkpoint"):
+        load_trained(bad)
+    assert not marker.exists()  # the payload never ran
+    # the resume checkpoint is read the same way
+    ckpt = tmp_path / "run"
+    ckpt.mkdir()
+    torch.save({"epoch": 0, "evil": _Payload(marker)}, ckpt / "checkpoint.pt")
+    x = np.zeros((4, 8, 8, 6), np.float32)
+    with pytest.raises(ValueError, match="not a plain checkpoint"):
+        train_model(x, np.array([0, 1, 0, 1]), x, np.array([0, 1, 0, 1]), 2,
+                    TrainConfig(epochs=1), checkpoint_dir=ckpt, progress=False)
+    assert not marker.exists()

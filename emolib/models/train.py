@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,20 @@ def _atomic_save(obj, path: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, device: torch.device | str) -> dict:
+    """Read a checkpoint with ``weights_only=True``: tensors and plain Python values only.
+
+    A checkpoint somebody shares cannot run code when it is read; a file that needs more than
+    that (arbitrary pickled objects) is refused with an error naming it.
+    """
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: not a plain checkpoint (it holds objects beyond tensors and plain values, "
+            f"which are refused rather than unpickled): {str(err).splitlines()[0]}") from None
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -208,7 +223,7 @@ def train_model(
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         if resume and (ckpt_dir / CHECKPOINT).is_file():
-            ck = torch.load(ckpt_dir / CHECKPOINT, map_location=device, weights_only=False)
+            ck = _load_checkpoint(ckpt_dir / CHECKPOINT, device)
             if ck["config"] != config.to_dict() or ck["sizes"] != sizes:
                 raise ValueError(f"{ckpt_dir / CHECKPOINT} was written with another "
                                  "configuration or other data; delete it or pass resume=False")
@@ -282,8 +297,12 @@ def train_model(
 
 
 def load_trained(path: str | os.PathLike, device: str = "cpu") -> EmotionCNN:
-    """Load a ``best.pt`` written by :func:`train_model` (eval mode)."""
-    ck = torch.load(path, map_location=device, weights_only=False)
+    """Load a ``best.pt`` written by :func:`train_model` (eval mode).
+
+    Read with ``weights_only=True``: a file holding anything but tensors and plain values is
+    refused (``ValueError``), never unpickled.
+    """
+    ck = _load_checkpoint(Path(path), device)
     model = EmotionCNN(n_classes=ck["n_classes"], in_shape=tuple(ck["in_shape"]),
                        dropout=ck["dropout"])
     model.load_state_dict(ck["model"])
