@@ -20,6 +20,7 @@ from numpy.typing import DTypeLike
 from rsatoolbox.rdm import RDMs
 
 from emolib.models.features import extract_activations
+from emolib.models.folds import iter_folds
 from emolib.rsa.patterns import average_patterns, center_patterns, group_indicator, restrict_pairs
 from emolib.rsa.rdms import calc_rdms_from_patterns, calc_roi_rdms
 
@@ -205,32 +206,32 @@ def calc_network_rdms(
         Per subject (order of ``patterns``): one RDM per layer (``layer``), descriptor
         ``subject``, pattern descriptors ``id`` and ``block``.
     """
-    getter = models if callable(models) else models.__getitem__
-    cache: dict[str, Any] = {}
+    by_subject = dict(tuple(patterns.groupby("subject", sort=False)))
+    ids = {s: pd.unique(rows["id"].to_numpy()) for s, rows in by_subject.items()}
+    sums: dict = {s: {} for s in by_subject}
+    counts = {s: np.zeros(len(ids[s])) for s in by_subject}
+    all_ids = patterns["id"].to_numpy()
+    # one batch per subject and fold, each fold's model obtained once (emolib.models.iter_folds)
+    for batch in iter_folds(patterns, volumes, models, group_by="subject",
+                            device=device or "cpu"):
+        s = batch.group
+        x = batch.volumes.astype(np.float32, copy=False)[:, None]
+        acts = extract_activations(batch.model, x, layers, batch_size=batch_size,
+                                   reduce=reduce, device=device)
+        code = pd.Index(ids[s]).get_indexer(all_ids[batch.positions])
+        indicator = group_indicator(code, len(ids[s]))
+        counts[s] += indicator.sum(axis=1)
+        for name, a in acts.items():
+            part_sum = indicator @ a
+            sums[s][name] = part_sum if name not in sums[s] else sums[s][name] + part_sum
     out = []
-    for subject, rows in patterns.groupby("subject", sort=False):
-        ids = pd.unique(rows["id"].to_numpy())
-        code = {v: k for k, v in enumerate(ids.tolist())}
-        sums: dict[str, np.ndarray] = {}
-        counts = np.zeros(len(ids))
-        for fold, part in rows.groupby("fold", sort=False):
-            if fold not in cache:
-                cache[fold] = getter(fold)
-            part = part.sort_values("sample")
-            x = np.asarray(volumes[part["sample"].to_numpy()], dtype=np.float32)[:, None]
-            acts = extract_activations(cache[fold], x, layers, batch_size=batch_size,
-                                       reduce=reduce, device=device)
-            indicator = group_indicator(part["id"].map(code).to_numpy(), len(ids))
-            counts += indicator.sum(axis=1)
-            for name, a in acts.items():
-                part_sum = indicator @ a
-                sums[name] = part_sum if name not in sums else sums[name] + part_sum
-        blocks = _blocks_of(ids, rows)
+    for subject, rows in by_subject.items():
+        blocks = _blocks_of(ids[subject], rows)
         means = {}
-        for name, total in sums.items():
-            m = (total / counts[:, None]).astype(np.float32)
+        for name, total in sums[subject].items():
+            m = (total / counts[subject][:, None]).astype(np.float32)
             means[name] = center_patterns(m, blocks) if center else m
-        rdms = calc_rdms_from_patterns(means, ids, method=method, descriptor="layer",
+        rdms = calc_rdms_from_patterns(means, ids[subject], method=method, descriptor="layer",
                                        rdm_descriptors={"subject": subject}, dtype=dtype)
         out.append(_with_blocks(rdms, rows, within_blocks))
     return out
