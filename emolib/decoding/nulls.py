@@ -38,12 +38,15 @@ __all__ = [
 TIE_RTOL = 1e-12
 
 
-def _moments(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of each sample's movie moment, and the first sample of every moment."""
+def _moment_labels(y: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each sample's movie moment (in time order), and the label of every moment."""
     moments, inv = np.unique(np.asarray(times), return_inverse=True)
     first = np.full(len(moments), -1, dtype=np.int64)
     first[inv[::-1]] = np.arange(len(inv))[::-1]
-    return inv, first
+    labels = y[first]
+    if not np.array_equal(labels[inv], y):
+        raise ValueError("samples of the same movie moment have different labels")
+    return inv, labels
 
 
 def cyclic_shift_labels(y: np.ndarray, times: np.ndarray, shift: int | np.random.Generator,
@@ -68,12 +71,8 @@ def cyclic_shift_labels(y: np.ndarray, times: np.ndarray, shift: int | np.random
     numpy.ndarray
         The shifted labels, one per sample.
     """
-    y = np.asarray(y)
-    inv, first = _moments(times)
-    labels = y[first]
-    if not np.array_equal(labels[inv], y):
-        raise ValueError("samples of the same movie moment have different labels")
-    m = len(first)
+    inv, labels = _moment_labels(np.asarray(y), times)
+    m = len(labels)
     k = int(shift.integers(m)) if isinstance(shift, np.random.Generator) else int(shift) % m
     return np.roll(labels, -k)[inv]
 
@@ -97,11 +96,8 @@ def fold_shift_aucs(y: np.ndarray, probs: np.ndarray, times: np.ndarray, n_class
     """
     y = np.asarray(y)
     probs = np.asarray(probs, dtype=np.float64)
-    inv, first = _moments(times)
-    labels = y[first]
-    if not np.array_equal(labels[inv], y):
-        raise ValueError("samples of the same movie moment have different labels")
-    m, n = len(first), len(y)
+    inv, labels = _moment_labels(y, times)
+    m, n = len(labels), len(y)
     ranks = scipy.stats.rankdata(probs[:, :n_classes], axis=0)  # (n, C), ties averaged
     rank_sums = np.zeros((m, n_classes))
     np.add.at(rank_sums, inv, ranks)
@@ -194,11 +190,12 @@ def permutation_test(
     constant_score, constant_weight = 0.0, 0.0
     for f in np.unique(folds):
         sel = folds == f
+        name = f.item() if hasattr(f, "item") else f
         spread = float(np.ptp(probs[sel], axis=0).max()) if sel.sum() > 1 else 0.0
         if spread <= collapse_atol:
-            collapsed.append(f.item() if hasattr(f, "item") else f)
+            collapsed.append(name)
         aucs = fold_shift_aucs(y[sel], probs[sel], times[sel], n_classes)
-        shifts[f.item() if hasattr(f, "item") else f] = len(aucs)
+        shifts[name] = len(aucs)
         if not np.isfinite(aucs[0]):
             continue  # no class is scorable in this fold (as macro_auc: it is left out)
         if spread == 0.0:  # every shift scores the same: the fold leaves the group
