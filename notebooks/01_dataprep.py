@@ -39,7 +39,11 @@ from typing import Optional
 profile: str = "demo"  # run profile, names the folder <data_dir>/derived/<profile>/01_dataprep
 data_dir: Optional[str] = None  # data folder; None means $EMOLIB_DATA, else data/ in the repository
 source: str = "synthetic"  # synthetic generates a ds000113-shaped dataset; bids reads bids_dir
-bids_dir: Optional[str] = None  # root of the real ds000113, for source bids
+bids_dir: Optional[str] = None  # root of the real ds000113 (or of the aligned derivative), for source bids
+layout: str = "bids"  # bids: raw ds000113, each subject in native space; aligned: studyforrest-data-aligned
+subjects: Optional[list] = None  # subjects to prepare, e.g. ["01", "02"]; None means all with the movie session
+entities: Optional[dict] = None  # further BIDS entities the runs must carry, e.g. {"acq": "x"}; None means none
+affine_tolerance: float = 1.0  # mm a run's grid may sit from its subject's first run before a warning
 annotations_dir: Optional[str] = None  # None uses the real Labs et al. files when shared/ is beside the repo, else generated ones
 annotation_pattern: str = "av1o*.csv"  # audio-visual observers; ao1o*.csv for the audio-only ones
 n_subjects: int = 3  # generated subjects, synthetic only
@@ -86,11 +90,12 @@ timing = RunTiming(
 )
 src = obtain_dataset(
     source, profile, data_dir=data_dir, bids_dir=bids_dir, annotations_dir=annotations_dir,
-    annotation_pattern=annotation_pattern, timing=timing, progress=progress,
+    annotation_pattern=annotation_pattern, timing=timing, layout=layout, progress=progress,
     n_subjects=n_subjects, shape=tuple(grid), effect_size=effect_size, null=null, seed=seed,
 )
 display(Markdown(
-    f"**Inputs.** BIDS tree: `{src.bids_dir}` "
+    f"**Inputs.** {'Aligned derivative' if layout == 'aligned' else 'BIDS tree'}: "
+    f"`{src.bids_dir}` "
     f"({'generated, ' + ('null' if null else 'planted signal') if src.truth_dir else 'real data'}). "
     f"Annotations: `{src.annotations_dir}` "
     f"({'the real Labs et al. files' if src.annotations_real else 'generated in the same format'})."
@@ -192,8 +197,9 @@ overlaps.style.hide(axis="index").format({"overlap (s)": "{:.2f}"})
 out_dir = get_derived_dir("01_dataprep", profile, data_dir)
 prepared = prepare_dataset(
     src.bids_dir, src.annotations_dir, out_dir, annotation_pattern=annotation_pattern,
-    timing=timing, label_mode=label_mode, min_observers=min_observers, hrf_lag=hrf_lag,
-    min_count=min_count, n_per_class=n_per_class, keep=keep, mask=mask, seed=seed,
+    subjects=subjects, timing=timing, label_mode=label_mode, min_observers=min_observers,
+    hrf_lag=hrf_lag, min_count=min_count, n_per_class=n_per_class, keep=keep, mask=mask,
+    layout=layout, entities=entities, affine_tolerance=affine_tolerance, seed=seed,
     progress=progress,
 )
 samples = prepared.samples
@@ -214,21 +220,36 @@ pd.crosstab(samples["subject"], samples["label"], margins=True)
 # %% [markdown]
 # ## The inputs
 #
-# Every BOLD file was checked before any heavy work: readable gzip, a 4D image, TR = 2 s in
-# the header, the same grid and affine in every run, the run length the timing expects, and
-# finite values. Their SHA-256 hashes go into the stage's manifest.
+# Every BOLD file was checked before any heavy work: readable gzip, a 4D image, a TR of 2 s
+# (read as BIDS says, from the top-level `task-movie_bold.json` that every run inherits, and
+# checked against the header), one grid (shape and voxel size) for every run of every
+# subject, the run length the timing expects, and finite values. Their SHA-256 hashes go into
+# the stage's manifest.
+#
+# **The network sees unaligned native space, as the original's did.** Each subject of
+# ds000113 lies in its own scanner space: the same grid, but the head at another place and
+# angle, so the affines differ between subjects and voxel $(i, j, k)$ is a different piece of
+# brain in each of them. Nothing here resamples; z-scoring masks (when `mask` is set) are per
+# subject. The table gives each subject's distance from the first subject's grid (the largest
+# displacement of a grid corner, in mm). The aligned derivative (`layout = "aligned"`) aligns
+# the runs of each subject to that subject's own template, still not subjects to each other.
 
 # %%
 inputs = summarize_inputs(prepared)
+out = prepared.manifest["outputs"]
 display(Markdown(
     f"{len(inputs)} BOLD runs of {inputs['subject'].nunique()} subjects passed every check, "
-    f"plus {len(prepared.manifest['inputs']) - len(inputs)} annotation files."
+    f"plus {len(prepared.manifest['inputs']) - len(inputs)} annotation files. Space: "
+    f"{out['space']}."
+    + "".join(f"\n- {note}" for note in out["notes"])
 ))
 inputs.pivot_table(index="subject", columns="run", values="volumes").assign(
     grid=inputs.groupby("subject")["grid"].first(),
     voxel_mm=inputs.groupby("subject")["voxel_mm"].first(),
     tr_s=inputs.groupby("subject")["tr_s"].first(),
+    tr_from=inputs.groupby("subject")["tr_from"].first(),
     dtype=inputs.groupby("subject")["dtype"].first(),
+    mm_from_first_subject=pd.Series(out["subject_shift_mm"]).round(2),
 )
 
 # %%

@@ -8,6 +8,7 @@ import pytest
 from emolib.errors import InputDataError
 from emolib.forrest.dataprep import label_volumes, load_prepared, prepare_dataset, zscore_volumes
 from emolib.forrest.labels import consensus_labels, select_classes
+from emolib.forrest.timing import RunTiming
 from emolib.io.annotations import read_observers
 from tests.conftest import TINY_TIMING
 
@@ -74,11 +75,19 @@ def test_overlap_twins_are_kept_and_marked(tiny_dataset, tmp_path):
     assert len(s) == 2 * sum(TINY_TIMING.n_volumes)
     twins = s[(s["overlap_run"] > 0) & (s["subject"] == "01")]
     assert len(twins) == 16
-    # a moment seen in two runs carries the same label step in both
+    # a moment seen in two runs carries the same label step in both, unless its stimulus
+    # time precedes its own run's start (the first volumes of a run): then no label
+    starts = np.asarray(TINY_TIMING.starts)
     for _, row in twins.iterrows():
         other = twins[(twins["run"] == row["overlap_run"]) &
                       (twins["movie_time"] == row["movie_time"])]
-        assert len(other) == 1 and other["label_tr"].iloc[0] == row["label_tr"]
+        assert len(other) == 1
+        mine_ok = row["stim_time"] >= starts[row["run"] - 1]
+        other_ok = other["stim_time"].iloc[0] >= starts[other["run"].iloc[0] - 1]
+        if not mine_ok:
+            assert row["label_tr"] == -1 and pd.isna(row["label"])
+        elif other_ok:
+            assert other["label_tr"].iloc[0] == row["label_tr"]
 
 
 def test_manifest_records_inputs_and_parameters(tiny_dataset, tmp_path):
@@ -103,11 +112,43 @@ def test_deterministic(tiny_dataset, tmp_path):
 
 
 def test_mask_option(tiny_dataset, tmp_path):
+    from nilearn.masking import compute_epi_mask
+
     prep = prepare(tiny_dataset, tmp_path / "m", mask="epi")
     assert 0 < prep.mask.sum() < prep.mask.size
-    v = np.asarray(prep.volumes[0])
-    assert (v[~prep.mask] == 0).all()
-    assert abs(v[prep.mask].mean()) < 1e-4 and abs(v[prep.mask].std() - 1) < 1e-4
+    # native space: one mask per subject, from its own first run, on its own grid
+    union = np.zeros_like(prep.mask)
+    for sub in ("01", "02"):
+        first = next((tiny_dataset / "ds000113" / f"sub-{sub}").rglob("*run-1_bold.nii.gz"))
+        ref = compute_epi_mask(nib.load(first))
+        m = prep.subject_mask(sub)
+        np.testing.assert_array_equal(m, np.asanyarray(ref.dataobj).astype(bool))
+        img = nib.load(tmp_path / "m" / f"mask_sub-{sub}.nii.gz")
+        np.testing.assert_allclose(img.affine, nib.load(first).affine)
+        np.testing.assert_allclose(prep.affines[sub], nib.load(first).affine)
+        for i in np.flatnonzero(prep.samples["subject"].to_numpy() == sub)[:3]:
+            v = np.asarray(prep.volumes[i])
+            assert (v[~m] == 0).all()
+            assert abs(v[m].mean()) < 1e-4 and abs(v[m].std() - 1) < 1e-4
+        union |= m
+    np.testing.assert_array_equal(prep.mask, union)
+    assert not np.allclose(prep.affines["01"], prep.affines["02"], atol=0.5)
+
+
+def test_mask_file_per_subject(tiny_dataset, tmp_path):
+    """A mask path with {subject} gives each subject its own; one file for all subjects in
+    native space is refused (it fits one subject's grid only)."""
+    truth = tiny_dataset / "truth"
+    prep = prepare(tiny_dataset, tmp_path / "a", mask=str(truth / "sub-{subject}" /
+                                                           "brain_mask.nii.gz"))
+    for sub in ("01", "02"):
+        want = np.asanyarray(nib.load(truth / f"sub-{sub}" / "brain_mask.nii.gz").dataobj)
+        np.testing.assert_array_equal(prep.subject_mask(sub), want.astype(bool))
+    with pytest.raises(InputDataError, match=r"brain_mask.nii.gz: mask grid sits .* away from "
+                                             r"the grid of sub-0[12]"):
+        prepare(tiny_dataset, tmp_path / "b", mask=truth / "sub-01" / "brain_mask.nii.gz",
+                subjects=["02"])
+    assert not (tmp_path / "b").exists()
 
 
 def test_bad_run_fails_cleanly_and_writes_nothing(tiny_dataset, tmp_path):
@@ -140,3 +181,34 @@ def test_label_volumes_selected_flag():
     vt = label_volumes(TINY_TIMING, labels, selected, hrf_lag=4.0)
     assert vt.loc[vt["selected"], "label_tr"].max() < 20
     assert (vt.loc[vt["label_tr"] == -1, "label"].isna()).all()
+
+
+FIVE_RUNS = RunTiming(starts=(0.0, 40.0, 80.0, 120.0, 160.0), n_volumes=(24,) * 5, tr=2.0)
+
+
+def test_native_space_runs_after_the_break_warn_and_aligned_layout_reads(tmp_path):
+    """Raw data: subjects in their own spaces pass; runs 5-8 moved after the break warn,
+    naming both files. The aligned derivative's layout prepares the same way."""
+    from emolib.io.bids import GridWarning
+    from emolib.synthetic import generate_studyforrest
+
+    kw = {"n_subjects": 2, "shape": (12, 12, 10), "timing": FIVE_RUNS, "seed": 3,
+          "progress": False}
+    raw = generate_studyforrest(tmp_path / "raw", break_shift=3.0, **kw)
+    with pytest.warns(GridWarning, match=r"sub-01: the grid of sub-01_ses-movie_task-movie_"
+                                         r"run-5_bold.nii.gz is 3.00 mm away from that of "
+                                         r"sub-01_ses-movie_task-movie_run-1_bold.nii.gz"):
+        prep = prepare_dataset(raw / "ds000113", raw / "annotations", tmp_path / "p1",
+                               timing=FIVE_RUNS, min_count=3, n_per_class=3, progress=False)
+    assert len(prep.manifest["outputs"]["notes"]) == 3  # sub-07 skipped, two subjects moved
+    assert prep.manifest["outputs"]["space"].startswith("native")
+    assert prep.manifest["outputs"]["subject_shift_mm"]["02"] > 0.5
+    aligned = generate_studyforrest(tmp_path / "al", layout="aligned", **kw)
+    folder = aligned / "studyforrest-data-aligned"
+    assert (folder / "sub-01/in_bold3Tp2/sub-01_task-avmovie_run-5_bold.nii.gz").is_file()
+    prep = prepare_dataset(folder, aligned / "annotations", tmp_path / "p2", layout="aligned",
+                           timing=FIVE_RUNS, min_count=3, n_per_class=3, progress=False)
+    assert prep.manifest["outputs"]["notes"] == []
+    assert prep.manifest["outputs"]["space"].startswith("aligned")
+    assert {r["tr_from"] for r in prep.manifest["outputs"]["runs"]} == {"header"}
+    assert len(set(prep.samples["subject"])) == 2

@@ -23,23 +23,48 @@ def test_layout_and_headers(tiny_dataset):
         img = nib.load(path)
         assert img.shape == (12, 12, 10, TINY_TIMING.n_volumes[run - 1])
         assert img.get_data_dtype() == np.int16
-        assert img.header.get_zooms() == (*VOXEL_SIZE, 2.0)
+        np.testing.assert_allclose(img.header.get_zooms(), (*VOXEL_SIZE, 2.0), rtol=1e-5)
         assert img.header.get_xyzt_units() == ("mm", "sec")
         assert read_run_info(path).tr == 2.0
+        # what the real tree has beside each run
+        stem = path.name[: -len("_bold.nii.gz")]
+        dcm = json.loads(path.with_name(f"{stem}_bold.json").read_text())
+        assert "RepetitionTime" not in dcm and dcm["global"]["const"]["RepetitionTime"] == 2000
+        events = pd.read_csv(path.with_name(f"{stem}_events.tsv"), sep="\t")
+        assert list(events.columns) == ["onset", "duration", "frameidx", "videotime",
+                                        "audiotime", "lasttrigger"]
+        assert len(events) == TINY_TIMING.n_volumes[run - 1] * 2 * 25  # one row per frame
+        assert nib.load(path.with_name(f"{stem}_defacemask.nii.gz")).shape == (12, 12, 10)
     meta = json.loads((bids / "task-movie_bold.json").read_text())
-    assert meta["RepetitionTime"] == 2.0
+    assert meta["RepetitionTime"] == 2.00000061  # ds000113's BIDS value; headers say 2.0
+    assert read_run_info(runs["path"][0], bids_root=bids).tr == 2.00000061
+    # a subject of ds000113 without the movie session
+    assert (bids / "sub-07").is_dir() and not (bids / "sub-07" / "ses-movie").exists()
+    # native space: each subject its own affine, runs of a subject one grid
+    affines = {s: nib.load(g["path"].iloc[0]).affine for s, g in runs.groupby("subject")}
+    assert not np.allclose(affines["01"], affines["02"], atol=0.5)
     # the truth lives beside the BIDS tree, never inside it
-    assert not list(bids.rglob("*mask*")) and not list(bids.rglob("generation.json"))
+    assert not list(bids.rglob("*region*")) and not list(bids.rglob("brain_mask*"))
+    assert not list(bids.rglob("generation.json"))
     assert (tiny_dataset / "truth" / "generation.json").is_file()
 
 
 def test_truth_regions(tiny_dataset):
     truth = read_truth(tiny_dataset)
     assert truth["classes"] == ["ANGERRAGE", "FEAR", "HAPPINESS", "LOVE", "SADNESS"]
-    regions = np.stack(list(truth["regions"].values()))
+    regions = np.stack(list(truth["template_regions"].values()))
     assert regions.any(axis=(1, 2, 3)).all()
     assert (regions.sum(axis=0) <= 1).all()  # regions do not overlap
-    assert (regions.any(axis=0) <= truth["brain_mask"]).all()
+    assert (regions.any(axis=0) <= truth["template_brain_mask"]).all()
+    # in each subject's own grid the same regions, sampled there; the voxel-space truth is
+    # their union
+    assert sorted(truth["by_subject"]) == ["01", "02"]
+    for sub in truth["by_subject"].values():
+        for c, region in sub["regions"].items():
+            assert region.any() and (region <= sub["brain_mask"]).all()
+            assert (region <= truth["regions"][c]).all()
+            assert abs(int(region.sum()) - int(truth["template_regions"][c].sum())) <= max(
+                3, 0.5 * truth["template_regions"][c].sum())
     assert truth["timing"] == TINY_TIMING
 
 
@@ -48,10 +73,9 @@ def region_contrast(dataset, cls):
     truth = read_truth(dataset)
     ann = read_observers(tiny_annotations(dataset))
     labels = consensus_labels(ann)
-    region = truth["regions"][cls]
     diffs = []
-    for path, run in zip(*find_runs(dataset / "ds000113").pipe(
-            lambda t: (t["path"], t["run"])), strict=True):
+    for path, run, sub in find_runs(dataset / "ds000113")[["path", "run", "subject"]].values:
+        region = truth["by_subject"][sub]["regions"][cls]  # native space: the subject's own
         data = np.asanyarray(nib.load(path).dataobj).astype(float)
         ts = data[region].mean(axis=0)
         ts = (ts - ts.mean()) / ts.std()

@@ -48,6 +48,23 @@ def test_volume_table_tracks_overlaps_and_lag():
     assert vt.iloc[5]["label_tr"] == 3  # (10 - 4) / 2
 
 
+def test_first_volumes_of_every_run_get_no_label():
+    """Runs 2-8 start after a break: their first volumes show what was on screen before the
+    run began (the end of the previous run), so, as in run 1, they get no label."""
+    for timing in (TINY_TIMING, STUDYFORREST):
+        for lag in (4.0, 5.0, 6.0):
+            vt = timing.volume_table(hrf_lag=lag)
+            for run, start in zip(timing.runs, timing.starts, strict=True):
+                r = vt[vt["run"] == run]
+                before = r["stim_time"] < start - 1e-9
+                assert before.sum() == int(np.ceil(lag / timing.tr - 1e-9))
+                assert (r.loc[before, "label_tr"] == -1).all()
+                assert (r.loc[~before, "label_tr"] >= 0).all()
+                # the first labelled volume reads the step holding its run's start
+                first = r.loc[~before].iloc[0]
+                assert first["label_tr"] == int(np.floor(first["stim_time"] / 2.0 + 1e-9))
+
+
 def test_invalid_timing_and_indices():
     with pytest.raises(ValueError, match="increase"):
         RunTiming((0.0, 0.0), (3, 3))

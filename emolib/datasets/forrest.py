@@ -13,7 +13,7 @@ from pathlib import Path
 from emolib.errors import InputDataError
 from emolib.forrest.timing import STUDYFORREST, RunTiming
 from emolib.paths import SHARED_ANNOTATIONS_DIR, get_data_dir
-from emolib.synthetic.forrest import generate_studyforrest
+from emolib.synthetic.forrest import dataset_folder, generate_studyforrest
 
 __all__ = [
     "DatasetSource", "SOURCES", "obtain_dataset", "resolve_annotations_dir",
@@ -36,12 +36,15 @@ class DatasetSource:
         Whether the annotations are the real Labs et al. files.
     truth_dir : pathlib.Path or None
         Folder of the generated dataset (holds ``truth/``) for generated data, else ``None``.
+    layout : {"bids", "aligned"}
+        Layout of ``bids_dir`` (see :func:`emolib.io.bids.scan_runs`).
     """
 
     bids_dir: Path
     annotations_dir: Path
     annotations_real: bool
     truth_dir: Path | None
+    layout: str = "bids"
 
 
 def resolve_annotations_dir(annotations_dir: str | os.PathLike | None) -> Path | None:
@@ -63,6 +66,7 @@ def obtain_dataset(
     annotations_dir: str | os.PathLike | None = None,
     annotation_pattern: str = "av1o*.csv",
     timing: RunTiming = STUDYFORREST,
+    layout: str = "bids",
     progress: bool = True,
     **generator_options,
 ) -> DatasetSource:
@@ -85,6 +89,9 @@ def obtain_dataset(
         Glob of the annotation files.
     timing : RunTiming, default=STUDYFORREST
         Run timing of the generated dataset.
+    layout : {"bids", "aligned"}, default="bids"
+        ``bids_dir`` is raw ds000113 (each subject in its native space) or the StudyForrest
+        aligned derivative; for generated data, the layout generated.
     progress : bool, default=True
         Progress bar while generating.
     **generator_options
@@ -99,12 +106,13 @@ def obtain_dataset(
             raise ValueError("source='bids' needs bids_dir, the root of ds000113")
         if ann is None:
             raise ValueError("source='bids' needs annotations_dir (the Labs et al. raw/ folder)")
-        return DatasetSource(Path(bids_dir).expanduser().resolve(), ann, True, None)
+        return DatasetSource(Path(bids_dir).expanduser().resolve(), ann, True, None, layout)
     out = get_data_dir(data_dir) / "synthetic" / profile
     # the pipeline owns this folder: regenerate it when the parameters changed
     generate_studyforrest(out, timing=timing, annotations_dir=ann,
                           annotation_pattern=annotation_pattern, progress=progress,
-                          overwrite="changed", **generator_options)
+                          overwrite="changed", layout=layout, **generator_options)
+    data = out / dataset_folder(layout)
     if ann is None:
-        return DatasetSource(out / "ds000113", out / "annotations", False, out)
-    return DatasetSource(out / "ds000113", ann, True, out)
+        return DatasetSource(data, out / "annotations", False, out, layout)
+    return DatasetSource(data, ann, True, out, layout)

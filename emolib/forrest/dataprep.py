@@ -5,11 +5,19 @@ into one output folder that later stages read fast::
 
     samples.csv      one row per cached volume: subject, run, volume, movie time, label ...
     volumes.npy      float32 (n_samples, x, y, z), each volume z-scored by its own mean and
-                     std (within the mask when one is used); open with mmap_mode="r"
+                     std (within its subject's mask when one is used); open with mmap_mode="r"
     labels.csv       the consensus label of every step of the movie-time grid
-    mask.nii.gz      the mask used for z-scoring (all ones without a mask), data affine
-    mean_sub-XX.nii.gz   mean EPI image of each subject (raw intensities)
-    manifest.json    parameters, input hashes, versions, counts
+    mask_sub-XX.nii.gz   each subject's z-scoring mask (all ones without a mask), its affine
+    mask.nii.gz      their union on the voxel grid (voxels inside any subject's mask)
+    mean_sub-XX.nii.gz   mean EPI image of each subject (raw intensities), its affine
+    manifest.json    parameters, input hashes, versions, counts, per-subject affines, notes
+
+**Native space.** Raw ds000113 has every subject in its own scanner space: one grid (shape,
+voxel size) for all, checked, but affines that differ between subjects. Nothing here
+resamples: the volumes are cached as acquired and the network sees unaligned native space,
+as the original project's did; voxel ``(i, j, k)`` is a different piece of brain in each
+subject. The aligned derivative (``layout="aligned"``) aligns each subject's runs to that
+subject's own template, still not subjects to each other.
 
 Everything is written into a temporary folder that is renamed into place at the end: a
 failure leaves no half-written output.
@@ -18,6 +26,7 @@ failure leaves no half-written output.
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +40,13 @@ from emolib.errors import InputDataError
 from emolib.forrest.labels import consensus_labels, select_classes
 from emolib.forrest.timing import STUDYFORREST, RunTiming
 from emolib.io.annotations import read_observers
-from emolib.io.bids import check_runs, decode_bold, find_runs, read_run_info
+from emolib.io.bids import (
+    affine_shift_mm,
+    check_grids,
+    decode_bold,
+    read_run_info,
+    scan_runs,
+)
 from emolib.manifest import read_manifest, sha256_bytes, write_manifest
 from emolib.paths import atomic_output_dir
 
@@ -57,9 +72,11 @@ class PreparedData:
     classes : list of str
         The selected classes, sorted; ``y`` indexes this list.
     affine : numpy.ndarray
-        Affine of the data's voxel grid.
+        Affine of the first subject (every subject's: ``affines``).
     mask : numpy.ndarray
-        Boolean mask used for z-scoring.
+        Union of the subjects' z-scoring masks (voxels inside any subject's mask).
+    affines : dict of str to numpy.ndarray
+        Each subject's affine (that of its first run): subjects differ in native space.
     labels : pandas.DataFrame
         Consensus labels of the movie-time grid.
     manifest : dict
@@ -74,6 +91,12 @@ class PreparedData:
     mask: np.ndarray
     labels: pd.DataFrame
     manifest: dict
+    affines: dict[str, np.ndarray]
+
+    def subject_mask(self, subject: str) -> np.ndarray:
+        """The z-scoring mask of one subject (boolean, on its own grid)."""
+        return np.asanyarray(nib.load(self.folder / f"mask_sub-{subject}.nii.gz").dataobj
+                             ).astype(bool)
 
     def mean_image(self, subject: str) -> nib.Nifti1Image:
         """Mean EPI image of one subject."""
@@ -135,6 +158,27 @@ def label_volumes(
     return table
 
 
+def _read_mask(mask: str | os.PathLike, subject: str, shape: tuple[int, ...],
+               affine: np.ndarray, tolerance: float) -> np.ndarray:
+    """One subject's mask from a path (``{subject}`` in it is replaced), checked on its grid."""
+    path = Path(str(mask).replace("{subject}", subject))
+    if not path.is_file():
+        raise InputDataError(path, f"mask file of sub-{subject} does not exist")
+    try:
+        mimg = nib.load(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is an input error
+        raise InputDataError(path, f"not a readable NIfTI mask ({err})") from None
+    if tuple(mimg.shape[:3]) != tuple(shape):
+        raise InputDataError(path, f"mask grid {mimg.shape} does not match the data grid "
+                                   f"{tuple(shape)}")
+    shift = affine_shift_mm(mimg.affine, affine, shape)
+    if shift > tolerance:
+        raise InputDataError(path, f"mask grid sits {shift:.2f} mm away from the grid of "
+                                   f"sub-{subject} (native space: give one mask per subject "
+                                   "with '{subject}' in the path)")
+    return np.asanyarray(mimg.dataobj).astype(bool)
+
+
 def _read_raw(path: Path) -> tuple[bytes, str]:
     raw = path.read_bytes()
     return raw, sha256_bytes(raw)
@@ -157,6 +201,9 @@ def prepare_dataset(
     keep: str = "selected",
     mask: str | os.PathLike | None = None,
     expected_tr: float = 2.0,
+    layout: str = "bids",
+    entities: dict[str, str] | None = None,
+    affine_tolerance: float = 1.0,
     seed: int = 0,
     progress: bool = True,
 ) -> PreparedData:
@@ -173,7 +220,8 @@ def prepare_dataset(
     annotation_pattern : str, default="av1o*.csv"
         Glob of the annotation files (``"ao1o*.csv"`` for the audio-only observers).
     subjects : list of str, optional
-        Subjects to use (labels without ``sub-``); default all.
+        Subjects to use (labels without ``sub-``); default every subject with the movie
+        session (the others are skipped with a note in the manifest).
     timing : RunTiming, default=STUDYFORREST
         Movie-time position of each run; every run must have the number of volumes it says.
     label_mode : {"seed", "category"}, default="seed"
@@ -189,11 +237,22 @@ def prepare_dataset(
         Which volumes go into the cache: those of selected steps (what training uses), all
         labelled ones, or every volume.
     mask : None, "epi" or path-like, default=None
-        Z-score inside a brain mask: ``"epi"`` computes one with
-        :func:`nilearn.masking.compute_epi_mask` from the first subject's first run; a path
-        reads a mask NIfTI on the data's grid. ``None`` z-scores whole volumes (original).
+        Z-score inside a brain mask: ``"epi"`` computes one per subject with
+        :func:`nilearn.masking.compute_epi_mask` from that subject's first run; a path reads
+        a mask NIfTI on the data's grid, and a path holding ``{subject}`` one mask per
+        subject (needed in native space, where one mask fits one subject only). ``None``
+        z-scores whole volumes (the original).
     expected_tr : float, default=2.0
-        TR every run's header must give.
+        TR every run must have: by BIDS inheritance (top-level ``task-movie_bold.json``),
+        checked against the header's, or the header's where no sidecar gives one.
+    layout : {"bids", "aligned"}, default="bids"
+        Raw ds000113 (native space) or the StudyForrest aligned derivative, see
+        :func:`emolib.io.bids.scan_runs`.
+    entities : dict, optional
+        Further BIDS entities the runs must carry (e.g. ``{"acq": "x"}``).
+    affine_tolerance : float, default=1.0
+        Millimetres by which a run's grid may sit away from its subject's first run before a
+        warning (:func:`emolib.io.bids.check_grids`); between subjects affines may differ.
     progress : bool, default=True
         Show a progress bar over runs.
 
@@ -217,7 +276,9 @@ def prepare_dataset(
         "timing": {"starts": timing.starts, "n_volumes": timing.n_volumes, "tr": timing.tr},
         "label_mode": label_mode, "min_observers": min_observers, "hrf_lag": hrf_lag,
         "min_count": min_count, "n_per_class": n_per_class, "classes": classes, "keep": keep,
-        "mask": None if mask is None else str(mask), "expected_tr": expected_tr, "seed": seed,
+        "mask": None if mask is None else str(mask), "expected_tr": expected_tr,
+        "layout": layout, "entities": entities, "affine_tolerance": affine_tolerance,
+        "seed": seed,
     }
 
     # 1. labels on the movie-time grid
@@ -228,19 +289,27 @@ def prepare_dataset(
     class_list = sorted(selected["label"].unique())
 
     # 2. inputs: headers first, so that a bad file fails before any heavy work
-    runs = find_runs(bids_dir, subjects=subjects, runs=list(timing.runs))
+    scan = scan_runs(bids_dir, subjects=subjects, runs=list(timing.runs), layout=layout,
+                     entities=entities)
+    for note in scan.notes:
+        warnings.warn(note, stacklevel=2)
+    runs = scan.runs
     infos = {}
+    sidecar_root = bids_dir if layout == "bids" else None
     for sub, grp in runs.groupby("subject", sort=True):
-        sub_infos = [read_run_info(p, expected_tr) for p in grp["path"]]
+        sub_infos = [read_run_info(p, expected_tr, bids_root=sidecar_root)
+                     for p in grp["path"]]
         for info, run in zip(sub_infos, grp["run"], strict=True):
             if info.shape[3] != timing.n_volumes[run - 1]:
                 raise InputDataError(info.path, f"has {info.shape[3]} volumes; run {run} of "
                                                 f"the timing has {timing.n_volumes[run - 1]}")
         infos[sub] = sub_infos
-    all_infos = [i for v in infos.values() for i in v]
-    check_runs(all_infos)
-    ref = all_infos[0]
+    grid_notes = check_grids(infos, affine_tolerance=affine_tolerance)
+    ref = next(iter(infos.values()))[0]
     shape, affine = ref.shape[:3], ref.affine
+    affines = {sub: sub_infos[0].affine for sub, sub_infos in infos.items()}
+    mask_arrs = {sub: _read_mask(mask, sub, shape, affines[sub], affine_tolerance)
+                 for sub in infos} if mask is not None and str(mask) != "epi" else {}
 
     # 3. sample table
     vt = label_volumes(timing, labels, selected, hrf_lag=hrf_lag)
@@ -262,22 +331,9 @@ def prepare_dataset(
                                        "timing and the annotations")
 
     with atomic_output_dir(out_dir) as tmp:
-        # 4. mask
+        # 4. masks: one per subject (native space), from a file or from its first run below
         if mask is None:
-            mask_arr = None
-        elif str(mask) == "epi":
-            from nilearn.masking import compute_epi_mask
-
-            first = nib.load(ref.path)
-            mask_arr = np.asanyarray(compute_epi_mask(first).dataobj).astype(bool)
-        else:
-            mimg = nib.load(mask)
-            if mimg.shape[:3] != shape or not np.allclose(mimg.affine, affine, atol=1e-4):
-                raise InputDataError(mask, f"mask grid {mimg.shape} does not match the data "
-                                           f"grid {shape} and affine")
-            mask_arr = np.asanyarray(mimg.dataobj).astype(bool)
-        out_mask = np.ones(shape, bool) if mask_arr is None else mask_arr
-        nib.save(nib.Nifti1Image(out_mask.astype(np.uint8), affine), tmp / "mask.nii.gz")
+            mask_arrs = {sub: None for sub in infos}
 
         # 5. volumes: read run r+1 (I/O, inflate) while z-scoring run r
         volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=np.float32,
@@ -302,6 +358,12 @@ def prepare_dataset(
                 if j + 1 < len(jobs):
                     future = pool.submit(load, jobs[j + 1])
                 hashes[str(info.path)] = digest
+                if sub not in mask_arrs:  # "epi": from the subject's first run
+                    from nilearn.masking import compute_epi_mask
+
+                    epi = compute_epi_mask(nib.Nifti1Image(data, info.affine))
+                    mask_arrs[sub] = np.asanyarray(epi.dataobj).astype(bool)
+                mask_arr = mask_arrs[sub]
                 idx = rows.get((sub, run))
                 run_sum = data.sum(axis=3, dtype=np.float64)
                 mean_acc = run_sum if mean_acc is None else mean_acc + run_sum
@@ -312,14 +374,22 @@ def prepare_dataset(
                         volumes[sl] = zscore_volumes(data[..., vols[a:a + 64]], mask_arr)
                 if j + 1 == len(jobs) or jobs[j + 1][0] != sub:
                     n_vol = sum(i.shape[3] for i in infos[sub])
-                    mean_img = nib.Nifti1Image((mean_acc / n_vol).astype(np.float32), affine)
+                    mean_img = nib.Nifti1Image((mean_acc / n_vol).astype(np.float32),
+                                               affines[sub])
                     nib.save(mean_img, tmp / f"mean_sub-{sub}.nii.gz")
+                    sub_mask = np.ones(shape, bool) if mask_arr is None else mask_arr
+                    nib.save(nib.Nifti1Image(sub_mask.astype(np.uint8), affines[sub]),
+                             tmp / f"mask_sub-{sub}.nii.gz")
                     mean_acc = None
                 del data
                 bar.update()
         bar.close()
         volumes.flush()
         del volumes
+        union = np.zeros(shape, bool)
+        for sub in subs:
+            union |= np.ones(shape, bool) if mask_arrs[sub] is None else mask_arrs[sub]
+        nib.save(nib.Nifti1Image(union.astype(np.uint8), affine), tmp / "mask.nii.gz")
 
         # 6. tables and manifest
         samples.to_csv(tmp / "samples.csv", index=False)
@@ -329,13 +399,21 @@ def prepare_dataset(
         counts = samples[samples["selected"]].groupby("label").size().to_dict()
         run_rows = [{"subject": sub, "run": run, "file": info.path.name,
                      "grid": "x".join(map(str, info.shape[:3])), "volumes": info.shape[3],
-                     "tr_s": info.tr, "dtype": str(info.dtype),
+                     "tr_s": info.tr, "tr_from": Path(info.tr_source).name,
+                     "dtype": str(info.dtype),
                      "voxel_mm": "x".join(f"{z:g}" for z in
                                           np.sqrt((info.affine[:3, :3] ** 2).sum(axis=0)))}
                     for sub, run, info in jobs]
+        shifts = {sub: affine_shift_mm(affines[sub], affine, shape) for sub in subs}
         write_manifest(tmp, STAGE, params, inputs=hashes, outputs={
             "runs": run_rows,
             "n_samples": len(samples), "shape": list(shape), "affine": affine,
+            "affines": {sub: affines[sub] for sub in subs},
+            "space": ("aligned within subject (per-subject template)" if layout == "aligned"
+                      else "native (each subject's scanner space)"),
+            "subject_shift_mm": shifts,
+            "skipped_subjects": scan.skipped,
+            "notes": scan.notes + grid_notes,
             "classes": class_list, "subjects": subs, "samples_per_class": counts,
             "kept_steps": int(labels["label"].notna().sum()),
             "selected_steps": len(selected),
@@ -355,8 +433,12 @@ def load_prepared(folder: str | os.PathLike) -> PreparedData:
                                      f"{len(samples)} rows: the folder is inconsistent")
     mask = np.asanyarray(nib.load(folder / "mask.nii.gz").dataobj).astype(bool)
     out = manifest["outputs"]
-    return PreparedData(folder, samples, volumes, list(out["classes"]),
-                        np.asarray(out["affine"]), mask, labels, manifest)
+    affine = np.asarray(out["affine"])
+    affines = {sub: np.asarray(a) for sub, a in out.get("affines", {}).items()}
+    for sub in out.get("subjects", []):
+        affines.setdefault(sub, affine)
+    return PreparedData(folder, samples, volumes, list(out["classes"]), affine, mask, labels,
+                        manifest, affines)
 
 
 def timing_from_dict(spec: dict | None) -> RunTiming:
@@ -370,8 +452,9 @@ def timing_from_dict(spec: dict | None) -> RunTiming:
 def summarize_inputs(prepared: PreparedData) -> pd.DataFrame:
     """One row per BOLD run of a prepared dataset: what its header said, and its hash.
 
-    Every run listed passed the checks of :mod:`emolib.io.bids` (readable, 4D, TR, grid and
-    affine shared by all runs, run length as the timing says, finite values).
+    Every run listed passed the checks of :mod:`emolib.io.bids` (readable, 4D, TR by BIDS
+    inheritance agreeing with the header, one grid and voxel size for all runs, run length as
+    the timing says, finite values); affines differ between subjects in native space.
     """
     runs = pd.DataFrame(prepared.manifest["outputs"]["runs"])
     digests = {Path(p).name: h for p, h in prepared.manifest["inputs"].items()}

@@ -135,8 +135,15 @@ class RunTiming:
         pandas.DataFrame
             Columns ``run``, ``volume``, ``movie_time`` (acquisition onset), ``stim_time``
             (movie time minus the lag), ``label_tr`` (index of the annotation grid step that
-            holds ``stim_time``, -1 before the movie starts) and ``overlap_run`` (the other
-            run that saw the same movie moment, 0 if none).
+            holds ``stim_time``; -1 when ``stim_time`` precedes its own run's first frame) and
+            ``overlap_run`` (the other run that saw the same movie moment, 0 if none).
+
+        Notes
+        -----
+        The first volumes of every run (``hrf_lag / tr`` of them) reflect no movie moment of
+        that run: their stimulus time falls before the run started, when the screen showed
+        nothing (runs 2-8 begin after a break; the moment was shown at the end of the
+        previous run). They get no label (``label_tr = -1``), as in run 1.
         """
         runs = np.concatenate([np.full(n, r) for r, n in zip(self.runs, self.n_volumes,
                                                                strict=True)])
@@ -144,7 +151,8 @@ class RunTiming:
         t = np.asarray(self.movie_time(runs, vols), dtype=float)
         stim = t - hrf_lag
         grid = np.floor(stim / label_tr + 1e-9).astype(int)
-        grid[stim < 0] = -1
+        run_start = np.asarray(self.starts)[runs - 1]
+        grid[stim < run_start - 1e-9] = -1
         other = np.zeros(len(t), dtype=int)
         for i, ti in enumerate(t):
             for r, _ in self.run_volumes(ti):

@@ -1,16 +1,21 @@
 """Generated StudyForrest-shaped data with a planted ground truth.
 
 :func:`generate_studyforrest` writes a dataset in exactly the ds000113 ``ses-movie`` layout
-(BIDS names, gzipped int16 NIfTI, TR in the header, a 3 x 3 x 3.3 mm affine) in which each
-emotion class drives an HRF-convolved response in its own region of a brain-shaped mask, on
-top of a global signal, slow drift, physiological-like oscillations and AR(1) noise. The
-truth (region masks, brain mask, generating parameters) is written *next to* the BIDS tree,
-never inside it::
+(BIDS names, gzipped int16 NIfTI, TR in the header and, by BIDS inheritance, in the top-level
+sidecar, dcmstack JSONs, events and deface masks beside each run, a subject without the movie
+session, 3 x 3 x 3.3 mm voxels), each subject in its own native scanner space
+(:mod:`emolib.synthetic.native`), in which each emotion class drives an HRF-convolved
+response in its own region of a brain-shaped mask, on top of a global signal, slow drift,
+physiological-like oscillations and AR(1) noise. With ``layout="aligned"`` it writes the
+StudyForrest aligned derivative's layout instead. The truth (region masks, brain mask,
+generating parameters) is written *next to* the data, never inside them::
 
-    <out_dir>/ds000113/              BIDS tree (what a reader of real data would get)
+    <out_dir>/ds000113/              BIDS tree (what a reader of real data would get), or
+    <out_dir>/studyforrest-data-aligned/   for layout="aligned"
     <out_dir>/annotations/           generated annotation CSVs (only when none are given)
     <out_dir>/truth/generation.json  parameters, classes, timing, region centres
-    <out_dir>/truth/brain_mask.nii.gz, truth/region-<CLASS>_mask.nii.gz
+    <out_dir>/truth/brain_mask.nii.gz, truth/region-<CLASS>_mask.nii.gz   template grid
+    <out_dir>/truth/sub-XX/brain_mask.nii.gz, .../region-<CLASS>_mask.nii.gz   subject grid
 
 The labels that drive the signal are the consensus labels (:func:`emolib.forrest.consensus_labels`)
 of the annotation files: the real Labs et al. files when given, otherwise generated files in
@@ -34,11 +39,17 @@ from tqdm.auto import tqdm
 from emolib.forrest.labels import consensus_labels, select_classes
 from emolib.forrest.timing import STUDYFORREST, RunTiming
 from emolib.io.annotations import COLUMNS, read_observers
-from emolib.io.bids import STUDYFORREST_SUBJECTS, bold_path
+from emolib.io.bids import BIDS_LAYOUTS, STUDYFORREST_SUBJECTS, bold_path
 from emolib.paths import atomic_output_dir
+from emolib.synthetic.native import (
+    subject_affines,
+    template_index,
+    write_run_sidecars,
+    write_top_sidecar,
+)
 
 __all__ = [
-    "DEFAULT_CLASSES", "VOXEL_SIZE", "affine_for", "brain_mask", "find_truth",
+    "DEFAULT_CLASSES", "VOXEL_SIZE", "affine_for", "brain_mask", "dataset_folder", "find_truth",
     "generate_annotations", "generate_studyforrest", "plant_regions", "read_truth",
 ]
 
@@ -169,19 +180,32 @@ def generate_annotations(
 
 
 def _class_regressors(labels, classes, frame_times: np.ndarray, tr: float) -> np.ndarray:
-    """HRF-convolved (Glover) boxcars of each class's labelled steps, at ``frame_times``."""
+    """HRF-convolved (Glover) boxcars of each class's labelled steps, at ``frame_times``.
+
+    ``frame_times`` are the movie times of one run's volumes; ``tr`` is the length of a label
+    step. Only the steps shown in that run (at least partly after its first frame) drive it.
+    A moment shown before the run started was seen in the previous run, before the break; it
+    evokes nothing here (and the labelling gives the run's first volumes no label,
+    :meth:`emolib.forrest.RunTiming.volume_table`).
+    """
     out = np.zeros((len(classes), len(frame_times)))
     for i, c in enumerate(classes):
         onsets = labels.loc[(labels["label"] == c).fillna(False), "onset"].to_numpy(float)
-        # steps more than the HRF's 32 s before the first frame cannot reach any frame
-        onsets = onsets[(onsets >= frame_times[0] - 32.0) & (onsets <= frame_times[-1])]
+        # a step drives the run when part of it was on screen during the run
+        onsets = onsets[(onsets + tr > frame_times[0] + 1e-9) & (onsets <= frame_times[-1])]
         if onsets.size == 0:
             continue
         cond = np.vstack([onsets, np.full(onsets.size, tr), np.ones(onsets.size)])
         reg, _ = compute_regressor(cond, "glover", frame_times, oversampling=4,
-                                   min_onset=-(frame_times[0] + 32.0))
+                                   min_onset=-(tr + 1.0))  # relative to frame_times[0]
         out[i] = reg[:, 0]
     return out
+
+
+def dataset_folder(layout: str = "bids") -> str:
+    """Name of the data folder inside a generated dataset: ``ds000113`` (raw BIDS) or
+    ``studyforrest-data-aligned`` (the aligned derivative)."""
+    return "studyforrest-data-aligned" if layout == "aligned" else "ds000113"
 
 
 def generate_studyforrest(
@@ -197,6 +221,11 @@ def generate_studyforrest(
     noise: float = 0.01,
     region_radius: float | None = None,
     null: bool = False,
+    native_space: bool = True,
+    max_rotation: float = 3.0,
+    max_shift: float | None = None,
+    break_shift: float = 0.5,
+    layout: str = "bids",
     seed: int = 0,
     overwrite: bool | str = False,
     progress: bool = True,
@@ -230,6 +259,23 @@ def generate_studyforrest(
         Radius (voxels) of each planted region; default scales with the grid.
     null : bool, default=False
         Plant nothing: the data then carry no information about the labels.
+    native_space : bool, default=True
+        Every subject in its own scanner space, as ds000113's raw data: its head rotated by
+        up to ``max_rotation`` degrees and shifted by up to ``max_shift`` mm about each axis
+        relative to the template the brain is planted in, the brain sampled anew in its
+        grid (so voxel indices do not correspond across subjects), and runs 5-8 moved by
+        ``break_shift`` mm more (repositioning after the break). ``False``: one grid for all.
+    max_rotation, max_shift, break_shift : float
+        See ``native_space`` (degrees, mm, mm). ``max_shift=None`` scales with the grid as
+        the planted regions do: 4 mm on the real 80 x 80 x 35 grid, ``4 * min(shape) / 35``
+        mm on smaller ones (so that a tiny demo grid is not harder than the real one).
+    layout : {"bids", "aligned"}, default="bids"
+        ``"bids"``: ds000113 as published (``ds000113/``: top-level ``task-movie_bold.json``,
+        per-run dcmstack JSONs without ``RepetitionTime``, ``_events.tsv``,
+        ``_defacemask.nii.gz``, and a subject without ``ses-movie``). ``"aligned"``: the
+        StudyForrest aligned derivative (``studyforrest-data-aligned/sub-XX/in_bold3Tp2/
+        sub-XX_task-avmovie_run-R_bold.nii.gz``; every run of a subject in that subject's
+        template, no sidecars).
     seed : int, default=0
         Seed of everything random.
     overwrite : bool or "changed", default=False
@@ -245,11 +291,15 @@ def generate_studyforrest(
         ``out_dir``.
     """
     out_dir = Path(out_dir)
+    if layout not in BIDS_LAYOUTS:
+        raise ValueError(f"layout must be one of {BIDS_LAYOUTS}, got {layout!r}")
     if not 1 <= n_subjects <= len(STUDYFORREST_SUBJECTS):
         raise ValueError(f"n_subjects must be in 1..{len(STUDYFORREST_SUBJECTS)}")
     shape = tuple(int(s) for s in shape)
     if region_radius is None:
         region_radius = max(1.5, min(shape) / 10)
+    if max_shift is None:
+        max_shift = round(4.0 * min(1.0, min(shape) / 35), 3)
     params = {
         "n_subjects": n_subjects, "shape": list(shape), "voxel_size": list(VOXEL_SIZE),
         "timing": {"starts": list(timing.starts), "n_volumes": list(timing.n_volumes),
@@ -258,6 +308,8 @@ def generate_studyforrest(
         "annotation_pattern": annotation_pattern, "label_mode": label_mode,
         "classes": None if classes is None else list(classes), "effect_size": effect_size,
         "noise": noise, "region_radius": region_radius, "null": null, "seed": seed,
+        "native_space": native_space, "max_rotation": max_rotation, "max_shift": max_shift,
+        "break_shift": break_shift, "layout": layout,
     }
     truth_file = out_dir / "truth" / "generation.json"
     if out_dir.exists():
@@ -302,24 +354,28 @@ def generate_studyforrest(
                      tmp / "truth" / f"region-{c}_mask.nii.gz")
 
         # BIDS metadata
-        bids = tmp / "ds000113"
+        aligned = layout == "aligned"
+        bids = tmp / dataset_folder(layout)
         bids.mkdir()
         subjects = STUDYFORREST_SUBJECTS[:n_subjects]
         (bids / "dataset_description.json").write_text(json.dumps({
             "Name": "Generated StudyForrest-shaped data (emolib.synthetic)",
-            "BIDSVersion": "1.8.0", "DatasetType": "raw",
+            "BIDSVersion": "1.8.0", "DatasetType": "derivative" if aligned else "raw",
             "GeneratedBy": [{"Name": "emolib.synthetic.generate_studyforrest"}],
         }, indent=2))
-        (bids / "participants.tsv").write_text(
-            "participant_id\n" + "".join(f"sub-{s}\n" for s in subjects))
-        (bids / "task-movie_bold.json").write_text(json.dumps(
-            {"TaskName": "movie", "RepetitionTime": timing.tr}, indent=2))
+        if not aligned:
+            (bids / "participants.tsv").write_text(
+                "participant_id\n" + "".join(f"sub-{s}\n" for s in (*subjects, "07")))
+            write_top_sidecar(bids, timing.tr)
+            # ds000113 also holds subjects without the movie session
+            anat = bids / "sub-07" / "ses-forrestgump" / "anat"
+            anat.mkdir(parents=True)
+            nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), affine),
+                     anat / "sub-07_ses-forrestgump_T1w.nii.gz")
 
         # signal
-        inside = np.flatnonzero(mask.ravel())
-        n_in = inside.size
-        region_w = np.stack([regions[c].ravel()[inside] for c in classes]).astype(np.float32)
-        phys_w = rng.normal(0, 1, (2, n_in)).astype(np.float32)
+        phys_t = rng.normal(0, 1, (2, mask.size)).astype(np.float32)  # template space
+        region_t = np.stack([regions[c].ravel() for c in classes]).astype(np.float32)
         # one HRF-convolved regressor per class and run, scaled so that the largest response is 1
         run_regs = [
             _class_regressors(labels, classes, start + timing.tr * np.arange(n_vol), 2.0)
@@ -329,12 +385,31 @@ def generate_studyforrest(
         run_regs = [(r / peak).astype(np.float32) for r in run_regs]
         total = n_subjects * timing.n_runs
         bar = tqdm(total=total, desc="generating BOLD runs", unit="run", disable=not progress)
+        by_subject = {}
         for sub in subjects:
-            base = np.full(n_in, 900.0, dtype=np.float32) * (
-                1 + 0.1 * rng.standard_normal(n_in).astype(np.float32))
+            base_t = np.full(mask.size, 900.0, dtype=np.float32) * (
+                1 + 0.1 * rng.standard_normal(mask.size).astype(np.float32))
             gain = 0.0 if null else effect_size * float(rng.uniform(0.8, 1.2))
-            for run, start, n_vol, reg in zip(timing.runs, timing.starts, timing.n_volumes,
-                                              run_regs, strict=True):
+            if native_space:
+                run_affines = subject_affines(
+                    affine, timing.n_runs, rng, max_rotation=max_rotation, max_shift=max_shift,
+                    break_shift=0.0 if aligned else break_shift)
+            else:
+                run_affines = [affine] * timing.n_runs
+            maps_cache: dict[bytes, tuple] = {}
+            for run, start, n_vol, reg, run_aff in zip(
+                    timing.runs, timing.starts, timing.n_volumes, run_regs, run_affines,
+                    strict=True):
+                key = run_aff.tobytes()
+                if key not in maps_cache:  # the brain sampled in this run's grid
+                    idx = template_index(run_aff, affine, shape)
+                    inside = np.flatnonzero((idx >= 0) & mask.ravel()[np.maximum(idx, 0)])
+                    src = idx[inside]
+                    maps_cache[key] = (inside, src, np.setdiff1d(np.arange(idx.size), inside))
+                inside, src, outside = maps_cache[key]
+                if run == 1:
+                    by_subject[sub] = (run_aff, inside, src)
+                n_in = inside.size
                 t = start + timing.tr * np.arange(n_vol)
                 drift = np.cumsum(rng.normal(0, 0.0008, n_vol)).astype(np.float32)
                 drift += (0.003 * np.cos(np.pi * np.arange(n_vol) / n_vol)).astype(np.float32)
@@ -345,24 +420,43 @@ def generate_studyforrest(
                 ar[0] = eps[0]
                 for k in range(1, n_vol):
                     ar[k] = 0.3 * ar[k - 1] + eps[k]
-                frac = 1 + gain * reg.T @ region_w + drift[:, None] + phys.T @ phys_w + ar
+                frac = (1 + gain * reg.T @ region_t[:, src] + drift[:, None]
+                        + phys.T @ phys_t[:, src] + ar)
                 vols = np.zeros((n_vol, *shape), dtype=np.int16)
                 flat = vols.reshape(n_vol, -1)
-                flat[:, inside] = np.clip(np.rint(base * frac), 1, 32767).astype(np.int16)
-                outside = np.setdiff1d(np.arange(flat.shape[1]), inside)
+                flat[:, inside] = np.clip(np.rint(base_t[src] * frac), 1, 32767).astype(np.int16)
                 flat[:, outside] = rng.integers(0, 20, (n_vol, outside.size), dtype=np.int16)
-                img = nib.Nifti1Image(np.moveaxis(vols, 0, -1), affine)
+                img = nib.Nifti1Image(np.moveaxis(vols, 0, -1), run_aff)
                 img.header.set_xyzt_units("mm", "sec")
                 img.header["pixdim"][4] = timing.tr
                 img.header.set_data_dtype(np.int16)
-                path = bold_path(bids, sub, run)
+                if aligned:
+                    path = bold_path(bids, sub, run, task="avmovie", layout="aligned")
+                else:
+                    path = bold_path(bids, sub, run)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 nib.save(img, path)
+                if not aligned:
+                    write_run_sidecars(path, run_aff, (*shape, n_vol), timing.tr, start, rng)
                 bar.update()
         bar.close()
+        # the truth in each subject's own grid (that of its runs 1-4)
+        for sub, (run_aff, inside, src) in by_subject.items():
+            folder = tmp / "truth" / f"sub-{sub}"
+            folder.mkdir()
+            sub_brain = np.zeros(mask.size, np.uint8)
+            sub_brain[inside] = 1
+            nib.save(nib.Nifti1Image(sub_brain.reshape(shape), run_aff),
+                     folder / "brain_mask.nii.gz")
+            for k, c in enumerate(classes):
+                sub_region = np.zeros(mask.size, np.uint8)
+                sub_region[inside] = region_t[k, src] > 0
+                nib.save(nib.Nifti1Image(sub_region.reshape(shape), run_aff),
+                         folder / f"region-{c}_mask.nii.gz")
         truth = {
             "parameters": params, "classes": list(classes), "subjects": list(subjects),
-            "region_centres": centres, "affine": affine.tolist(),
+            "region_centres": centres, "affine": affine.tolist(), "layout": layout,
+            "bids_folder": dataset_folder(layout),
             "annotations": str(out_dir / "annotations") if annotations_dir is None
             else str(ann_dir),
             "note": "Each class drives an HRF-convolved (Glover) response of effect_size x "
@@ -379,17 +473,41 @@ def read_truth(out_dir: str | os.PathLike) -> dict:
     Returns
     -------
     dict
-        The contents of ``truth/generation.json`` plus ``regions`` (class -> boolean array),
-        ``brain_mask`` (boolean array) and ``timing`` (:class:`RunTiming`).
+        The contents of ``truth/generation.json`` plus ``timing`` (:class:`RunTiming`),
+        ``template_regions`` and ``template_brain_mask`` (boolean arrays on the template grid
+        the brain was planted in), ``by_subject`` (subject -> ``affine``, ``brain_mask``,
+        ``regions`` in that subject's own grid, that of its runs 1-4) and ``regions`` and
+        ``brain_mask`` in voxel space: where a region (the brain) lies in *any* subject's
+        grid. That union is what a group map of unaligned native-space data, averaged voxel
+        by voxel over subjects as the original did, can find.
     """
     out_dir = Path(out_dir)
     truth = json.loads((out_dir / "truth" / "generation.json").read_text())
-    truth["brain_mask"] = np.asanyarray(
-        nib.load(out_dir / "truth" / "brain_mask.nii.gz").dataobj).astype(bool)
-    truth["regions"] = {
-        c: np.asanyarray(nib.load(out_dir / "truth" / f"region-{c}_mask.nii.gz").dataobj)
-        .astype(bool) for c in truth["classes"]
-    }
+
+    def _mask(path: Path) -> np.ndarray:
+        return np.asanyarray(nib.load(path).dataobj).astype(bool)
+
+    truth["template_brain_mask"] = _mask(out_dir / "truth" / "brain_mask.nii.gz")
+    truth["template_regions"] = {c: _mask(out_dir / "truth" / f"region-{c}_mask.nii.gz")
+                                 for c in truth["classes"]}
+    truth["by_subject"] = {}
+    for sub in truth["subjects"]:
+        folder = out_dir / "truth" / f"sub-{sub}"
+        if folder.is_dir():
+            img = nib.load(folder / "brain_mask.nii.gz")
+            truth["by_subject"][sub] = {
+                "affine": img.affine, "brain_mask": np.asanyarray(img.dataobj).astype(bool),
+                "regions": {c: _mask(folder / f"region-{c}_mask.nii.gz")
+                            for c in truth["classes"]},
+            }
+    subs = list(truth["by_subject"].values())
+    if subs:
+        truth["brain_mask"] = np.logical_or.reduce([s["brain_mask"] for s in subs])
+        truth["regions"] = {c: np.logical_or.reduce([s["regions"][c] for s in subs])
+                            for c in truth["classes"]}
+    else:
+        truth["brain_mask"] = truth["template_brain_mask"]
+        truth["regions"] = truth["template_regions"]
     tm = truth["parameters"]["timing"]
     truth["timing"] = RunTiming(tuple(tm["starts"]), tuple(tm["n_volumes"]), tm["tr"])
     return truth
