@@ -288,3 +288,66 @@ def test_best_layers_and_recovery_of_the_planted_hierarchy():
     assert rec["matches"].between(0, 4).all() and rec["matches"].sum() >= 30
     null = bold5000.check_recovery(best, {r: None for r in bold5000.ROIS})
     assert (null["matches"] == 0).all()
+
+
+# ------------------------------------------------------- what users get wrong in RDM files
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("similarity", "ones on its diagonal: a similarity matrix"),
+        ("correlation", "ones on its diagonal: a correlation matrix"),
+        ("negative_square", "1 negative dissimilarities"),
+        ("negative_condensed", "1 negative dissimilarities"),
+    ],
+)
+def test_similarities_and_negative_dissimilarities_are_rejected(tmp_path, kind, message):
+    path = tmp_path / f"{kind}.h5"
+    rng = np.random.default_rng(1)
+    if kind == "similarity":  # e.g. exp(-d), one entry out of [-1, 1]
+        m = np.exp(-squareform_of(rng.random(6)))
+        m[0, 1] = m[1, 0] = 2.0
+        _write_plain(path, IDS4, LOC=m)
+    elif kind == "correlation":  # np.corrcoef of the patterns instead of 1 - r
+        _write_plain(path, IDS4, LOC=np.corrcoef(rng.standard_normal((4, 10))))
+    elif kind == "negative_square":
+        m = squareform_of(np.array([0.5, -0.2, 0.3, 0.4, 0.1, 0.6]))
+        _write_plain(path, IDS4, LOC=m)
+    else:
+        _write_plain(path, IDS4, LOC=np.array([0.5, 0.2, -0.3, 0.4, 0.1, 0.6]))
+    with pytest.raises(InputDataError, match=message) as err:
+        b5files.load_rdms(path)
+    assert str(path) in str(err.value)
+
+
+def squareform_of(v):
+    """Square symmetric matrix (zero diagonal) of a condensed vector of 4 patterns."""
+    m = np.zeros((4, 4))
+    m[np.triu_indices(4, 1)] = v
+    return m + m.T
+
+
+def test_float_error_and_cross_validated_measures_are_not_rejected(tmp_path):
+    tiny = np.array([0.5, -1e-9, 0.3, 0.4, 0.1, 0.6])  # 1 - r of identical patterns, rounded
+    back = b5files.load_rdms(_write_plain(tmp_path / "tiny.h5", IDS4, LOC=tiny))
+    np.testing.assert_array_equal(back.dissimilarities[0], tiny)
+    square = b5files.load_rdms(_write_plain(tmp_path / "sq.h5", IDS4, LOC=squareform_of(tiny)))
+    np.testing.assert_array_equal(square.dissimilarities[0], tiny)
+    path = _write_plain(tmp_path / "cv.h5", IDS4, LOC=np.array([0.5, -0.2, 0.3, 0.4, 0.1, 0.6]))
+    with h5py.File(path, "a") as f:
+        f.attrs["dissimilarity_measure"] = "crossnobis"  # unbiased: may be negative
+    assert b5files.load_rdms(path).dissimilarity_measure == "crossnobis"
+
+
+def test_negative_rsatoolbox_rdms_are_rejected(tmp_path):
+    rdms = _small_rdms(n=5)
+    rdms.dissimilarities[1, 3] = -0.4
+    path = tmp_path / "neg.h5"
+    rdms.save(str(path), file_type="hdf5")
+    with pytest.raises(InputDataError, match="negative dissimilarities") as err:
+        b5files.load_rdms(path)
+    assert str(path) in str(err.value)
+    rdms.dissimilarity_measure = "crossnobis"
+    rdms.save(str(path), file_type="hdf5", overwrite=True)
+    assert b5files.load_rdms(path).dissimilarities[1, 3] == pytest.approx(-0.4)

@@ -16,7 +16,13 @@ aligned by image id. Two on-disk layouts of RDM ``.h5`` files are read and writt
     what the dataset names are) and optionally ``dissimilarity_measure``.
 
 Every reader raises :class:`emolib.errors.InputDataError` naming the file and the problem:
-not HDF5, missing ids, a size that is not n(n-1)/2 or not square, NaNs, duplicated ids.
+not HDF5, missing ids, a size that is not n(n-1)/2 or not square, NaNs, duplicated ids, and
+what users most often get wrong: a similarity (or correlation) matrix where dissimilarities
+are expected (a square matrix with ones on its diagonal), or negative dissimilarities (below
+``-1e-6``; cross-validated measures such as crossnobis are exempt).
+
+The per-trial ROI patterns of the BOLD5000 Release 1.0 are read by
+:mod:`emolib.io.bold5000_release`.
 """
 
 from __future__ import annotations
@@ -37,9 +43,9 @@ from emolib.rsa import PATTERN_KEY, condense_square
 from emolib.rsa.align import find_duplicates
 
 __all__ = [
-    "Bold5000RDMs", "HEMISPHERES", "IDS_DATASET", "LAYERS", "LAYOUTS", "ROIS",
-    "ROI_AREAS", "SUBJECTS", "SYSTEMS", "detect_layout", "load_bold5000", "load_rdms",
-    "roi_area", "roi_system", "save_rdms",
+    "Bold5000RDMs", "HEMISPHERES", "IDS_DATASET", "LAYERS", "LAYOUTS", "NEGATIVE_TOLERANCE",
+    "ROIS", "ROI_AREAS", "SIGNED_MEASURES", "SUBJECTS", "SYSTEMS", "detect_layout",
+    "load_bold5000", "load_rdms", "roi_area", "roi_system", "save_rdms",
 ]
 
 #: BOLD5000 subjects used by the study (CSI4 has too few sessions and is excluded).
@@ -74,6 +80,14 @@ IDS_DATASET = "image_ids"
 
 
 LAYOUTS = ("rsatoolbox", "plain")
+
+
+#: Dissimilarities below ``-NEGATIVE_TOLERANCE`` are rejected (float error is allowed).
+NEGATIVE_TOLERANCE = 1e-6
+
+
+#: Cross-validated measures whose estimates may legitimately be negative.
+SIGNED_MEASURES = frozenset({"crossnobis", "poisson_cv"})
 
 
 def roi_area(roi: str) -> str:
@@ -151,6 +165,31 @@ def _check_finite(path: Path, name: str, v: np.ndarray) -> None:
         raise InputDataError(path, f"RDM {name!r} has {bad} NaN or infinite dissimilarities")
 
 
+def _check_nonnegative(path: Path, name: str, v: np.ndarray, measure: str | None) -> None:
+    """Dissimilarities are >= 0 (float error allowed), except for cross-validated measures."""
+    if measure is not None and str(measure).lower() in SIGNED_MEASURES:
+        return
+    low = float(np.min(v)) if v.size else 0.0
+    if low < -NEGATIVE_TOLERANCE:
+        bad = int((v < -NEGATIVE_TOLERANCE).sum())
+        raise InputDataError(
+            path, f"RDM {name!r} has {bad} negative dissimilarities (min {low:.3g}): a "
+            "similarity or correlation matrix rather than dissimilarities (e.g. 1 - r)?"
+        )
+
+
+def _check_not_similarity(path: Path, name: str, m: np.ndarray) -> None:
+    """A square matrix with ones on its diagonal holds similarities (e.g. Pearson r)."""
+    diag = np.diagonal(m)
+    if diag.size and np.allclose(diag, 1.0, rtol=0, atol=1e-6):
+        in_range = bool(np.all((m >= -1 - 1e-6) & (m <= 1 + 1e-6)))
+        kind = "a correlation matrix (values in [-1, 1])" if in_range else "a similarity matrix"
+        raise InputDataError(
+            path, f"RDM {name!r} has ones on its diagonal: {kind}, not dissimilarities "
+            "(an RDM has zeros on its diagonal; use 1 - r)"
+        )
+
+
 def _condensed_length_problem(length: int, n: int) -> str | None:
     want = n * (n - 1) // 2
     if length != want:
@@ -197,6 +236,7 @@ def _read_plain(
                     )
                 m = ds[()]
                 _check_finite(path, name, m)
+                _check_not_similarity(path, name, m)
                 if not np.allclose(m, m.T, rtol=1e-5, atol=1e-6):
                     raise InputDataError(path, f"RDM {name!r} is not symmetric")
                 v = condense_square(m, out_dtype)
@@ -206,6 +246,7 @@ def _read_plain(
                     path, f"RDM {name!r} must be square (n, n) or condensed, has shape {ds.shape}"
                 )
             _check_finite(path, name, v)
+            _check_nonnegative(path, name, v, _attr_str(attrs.get("dissimilarity_measure")))
             vectors.append(v)
     desc = descriptor or _attr_str(attrs.get("descriptor")) or "roi"
     rdm_descriptors: dict[str, list] = {desc: names}
@@ -259,6 +300,7 @@ def _read_rsatoolbox(path: Path, pattern_key: str, dtype: Any) -> RDMs:
         rdms.dissimilarities = np.asarray(rdms.dissimilarities, dtype=dtype)
     for k in range(rdms.n_rdm):
         _check_finite(path, f"#{k}", rdms.dissimilarities[k])
+        _check_nonnegative(path, f"#{k}", rdms.dissimilarities[k], rdms.dissimilarity_measure)
     rdms.pattern_descriptors[pattern_key] = ids
     for key, values in list(rdms.rdm_descriptors.items()):
         rdms.rdm_descriptors[key] = np.asarray(values).tolist()
@@ -300,7 +342,9 @@ def load_rdms(
     Raises
     ------
     InputDataError
-        Not HDF5, ids missing or duplicated, sizes not n(n-1)/2 or not square, NaNs.
+        Not HDF5, ids missing or duplicated, sizes not n(n-1)/2 or not square, NaNs, a
+        similarity matrix (square, ones on the diagonal), negative dissimilarities (below
+        ``-NEGATIVE_TOLERANCE``, unless the measure is one of :data:`SIGNED_MEASURES`).
     """
     path = Path(path)
     if layout == "auto":

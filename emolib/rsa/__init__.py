@@ -14,6 +14,9 @@ module                     what
                            cosine, spearman, rho-a, exact tau-a), NaN pairs dropped
 :mod:`~emolib.rsa.rdms`     RDMs of pattern matrices (blocked Gram matrix), torch model
                            layers and brain ROIs (masks or nilearn maskers); joint RDMs
+:mod:`~emolib.rsa.streamed` exact layer RDMs of many stimuli with bounded memory: activations
+                           streamed to disk rows, Gram matrix over column chunks,
+                           resumable (:func:`calc_rdms_streamed`)
 :mod:`~emolib.rsa.patterns` averaging rows into patterns, centring within blocks, blanking
                            pairs across blocks
 :mod:`~emolib.rsa.bootstrap` the pattern bootstrap as one weighted comparison per chunk
@@ -59,6 +62,7 @@ from emolib.rsa.rdms import (
     calc_rdms_from_patterns,
     calc_roi_rdms,
 )
+from emolib.rsa.streamed import calc_rdms_streamed
 from emolib.rsa.vectors import condense_square
 
 __all__ = [
@@ -66,7 +70,8 @@ __all__ = [
     "MantelResult", "PatternMismatchError", "align_rdms", "average_patterns",
     "bootstrap_compare", "calc_group_contrast", "calc_joint_rdms", "calc_mantel",
     "calc_noise_ceiling", "calc_pair_tests", "calc_rdms_from_model", "calc_rdms_from_patterns",
-    "calc_roi_rdms", "calc_zero_tests", "center_patterns", "collect_results", "compare_rdms",
-    "compare_table", "compare_vectors", "concat_bootstraps", "concat_rdms", "condense_square",
-    "find_duplicates", "get_pattern_ids", "reorder_patterns", "restrict_pairs",
+    "calc_rdms_streamed", "calc_roi_rdms", "calc_zero_tests", "center_patterns",
+    "collect_results", "compare_rdms", "compare_table", "compare_vectors", "concat_bootstraps",
+    "concat_rdms", "condense_square", "find_duplicates", "get_pattern_ids", "reorder_patterns",
+    "restrict_pairs",
 ]

@@ -4,12 +4,19 @@
   BOLD responses in planted regions, and annotation CSVs in the Labs et al. format.
 - :mod:`emolib.synthetic.bold5000`: BOLD5000-shaped RDM files (subjects CSI1-3, 10 ROIs) and
   ResNet-50 layer RDMs with a planted layer/ROI correspondence.
+- :mod:`emolib.synthetic.bold5000_release`: the BOLD5000 Release 1.0 layout itself (per-trial
+  ROI patterns in ``.h5``/``.mat`` for every TR, stimulus lists with ``rep_`` repeats, the
+  stimulus images), planted on the layer RDMs of a network the caller computes on the images.
 """
 
 from emolib.synthetic.bold5000 import (
     generate_bold5000,
     read_bold5000_truth,
     simulate_bold5000_rdms,
+)
+from emolib.synthetic.bold5000_release import (
+    generate_bold5000_release,
+    read_bold5000_release_truth,
 )
 from emolib.synthetic.forrest import (
     find_truth,
@@ -19,6 +26,7 @@ from emolib.synthetic.forrest import (
 )
 
 __all__ = [
-    "find_truth", "generate_annotations", "generate_bold5000", "generate_studyforrest",
-    "read_bold5000_truth", "read_truth", "simulate_bold5000_rdms",
+    "find_truth", "generate_annotations", "generate_bold5000", "generate_bold5000_release",
+    "generate_studyforrest", "read_bold5000_release_truth", "read_bold5000_truth", "read_truth",
+    "simulate_bold5000_rdms",
 ]
