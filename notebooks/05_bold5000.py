@@ -29,17 +29,32 @@
 # across subjects, tests against zero and between layers with false-discovery-rate control,
 # and a check that the analysis finds a layer/ROI correspondence that is known to be there.
 #
-# **The data in this build are generated.** The real RDM files cannot be downloaded on the
-# machines that build this book, so with `source = "synthetic"` (the demo and smoke profiles)
-# the notebook generates files in the BOLD5000 format, with fewer images and a *planted*
-# hierarchy: EarlyVis mixes mostly `conv1`, LOC `layer2`, OPA `layer3`, PPA and RSC `layer4`,
-# plus structure that no layer explains and subject-specific noise. The planted truth is
-# written beside the files (`truth.json`), never inside them, and is read only at the end to
-# grade the result. To run on the real data, put the precomputed RDM `.h5` files (one file of
-# layer RDMs, one file of ROI RDMs per subject, in rsatoolbox's hdf5 layout or one dataset per
-# ROI plus an `image_ids` dataset) in a folder and run the **paper** profile, which sets
-# `source = "files"` and `bold5000_dir` to that folder:
-# `.venv/bin/python -m emolib.book --profile paper --only 05_bold5000`.
+# **Where the RDMs come from.** As published, BOLD5000 Release 1.0 has no RDMs: it has voxel
+# patterns, one row per trial, for each ROI of each subject (`ROIs/CSI1/h5/CSI1_ROIs_TR34.h5`,
+# TR34 being the mean of the 3rd and 4th volume after the image, as far as we know), a list of
+# the image shown in each trial (`ROIs/stim_lists/CSI01_stim_lists.txt`, where all showings but
+# one of a repeated image carry a `rep_` prefix) and the images themselves. This chapter
+# builds everything from those files: it strips `rep_`, averages the showings of each image
+# (`repeats`), computes each subject's ROI RDMs from the averaged patterns, and computes the
+# ResNet-50 layer RDMs from the stimulus images, exactly (every unit of every stage, streamed to
+# a disk-backed store so that memory stays bounded at the real scale: `resnet_store/`). Images
+# are matched across subjects and network by name, never by position; when the inputs cover
+# different images, the intersection is used and reported.
+#
+# **The data in this build are generated.** The release cannot be downloaded on the machines
+# that build this book, so with `source = "synthetic"` (the demo and smoke profiles) the
+# notebook generates a release in exactly the published layout (ROI files in `.h5` and `.mat`,
+# stimulus lists with `rep_` repeats, small generated images in the `COCO`, `ImageNet` and
+# `Scene` folders), with fewer images and a *planted* hierarchy: each ROI's patterns mix the
+# RDMs of the very network this chapter runs (EarlyVis mostly `conv1`, LOC `layer2`, OPA
+# `layer3`, PPA and RSC `layer4`), plus structure that no layer explains, subject-specific
+# noise and trial noise. On generated data the network has **random-init weights** (no weights
+# can be downloaded here) and sees small images; the real study used ImageNet weights. The
+# planted truth is written beside the release (`truth.json`), never inside it, and is read only
+# at the end to grade the result. To run on the real data, see the README ("Running on the
+# real data") and the **paper** profile: `source = "release"`, `release_dir` at the download,
+# `weights` at a local ResNet-50 weights file. Precomputed RDM `.h5` files (the original
+# study's own derivative) are read with `source = "files"`.
 
 # %% tags=["colab"]
 # In Colab, install this project first (elsewhere this cell does nothing).
@@ -56,12 +71,22 @@ from typing import Optional
 
 profile: str = "demo"  # run profile, names the folder <data_dir>/derived/<profile>/05_bold5000
 data_dir: Optional[str] = None  # data folder; None means $EMOLIB_DATA, else data/ in the repository
-source: str = "synthetic"  # synthetic generates BOLD5000-shaped RDM files; files reads bold5000_dir
-bold5000_dir: Optional[str] = None  # folder of the RDM .h5 files, for source files
+source: str = "synthetic"  # synthetic generates a BOLD5000 release; release reads release_dir; files reads RDM files
+release_dir: Optional[str] = None  # BOLD5000 Release 1.0 folder holding ROIs/ and BOLD5000_Stimuli/, for source release
+bold5000_dir: Optional[str] = None  # folder of precomputed RDM .h5 files, for source files
 subjects: list = ["CSI1", "CSI2", "CSI3"]  # subjects compared; CSI4 is excluded as in the study
+tr: str = "TR34"  # which volume after the image: TR1 .. TR5, or TR34 (mean of TR3 and TR4)
+repeats: str = "average"  # repeated images: average their showings, or keep the first
+weights: Optional[str] = None  # ResNet-50 weights: a local .pth file or a torchvision name in the cache; None is random init
+conv1_node: str = "conv1"  # first stage: conv1 (raw convolution), relu (after bn1 and ReLU) or maxpool
+image_size: int = 224  # network input size; synthetic images are generated at this size
+batch_size: int = 16  # images per forward pass
+store_dtype: str = "float32"  # feature store on disk: float32, or float16 at half the disk
+memory_limit_gb: float = 2.0  # memory for the blocked Gram matrices
+device: Optional[str] = None  # torch device; None picks cuda when there is one
 n_images: int = 300  # generated images, synthetic only; BOLD5000 has 4916
 null: bool = False  # plant no layer to ROI correspondence at all, synthetic only
-noise: float = 0.7  # subject-specific voxel noise of the generated ROI patterns, synthetic only
+noise: float = 1.0  # trial noise of the generated ROI patterns, synthetic only
 method: str = "corr"  # main comparison of RDM vectors: Pearson r, as rsatoolbox eval_fixed
 other_methods: list = ["spearman"]  # further comparisons shown beside the main one
 n_bootstrap: int = 1000  # bootstrap samples over images, for intervals and tests
@@ -71,19 +96,24 @@ seed: int = 0  # seed of the generated data and of the bootstrap
 progress: bool = True  # show progress bars
 
 # %%
+from functools import partial
+
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 from IPython.display import Markdown, display
 
 from emolib import rsa
 from emolib.bold5000 import (
     LAYERS,
+    calc_resnet50_rdms,
     check_recovery,
     find_best_layers,
     roi_system,
     summarize_bold5000,
 )
-from emolib.datasets import obtain_bold5000
+from emolib.datasets import obtain_bold5000, obtain_bold5000_release
+from emolib.io import Bold5000RDMs, common_images, select_images
 from emolib.manifest import sha256_file, write_manifest
 from emolib.paths import get_derived_dir
 from emolib.plots import (
@@ -98,18 +128,61 @@ from emolib.plots import (
 
 configure_plotly()
 pd.set_option("display.max_columns", 20)
-src = obtain_bold5000(
-    source, profile, data_dir=data_dir, bold5000_dir=bold5000_dir, subjects=subjects,
-    n_images=n_images, seed=seed, null=null, noise=noise,
+out_dir = get_derived_dir("05_bold5000", profile, data_dir)
+if device is None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# the network's RDMs of any list of images: exact, streamed to a disk-backed store, resumable
+layer_rdms = partial(
+    calc_resnet50_rdms, weights=weights, conv1_node=conv1_node, image_size=image_size,
+    batch_size=batch_size, device=device, seed=seed, store_dir=out_dir / "resnet_store",
+    store_dtype=store_dtype, memory_limit_gb=memory_limit_gb, progress=progress,
 )
-planted = (src.truth or {}).get("best_layer") or {}
+overlap = None
+if source == "files":
+    src = obtain_bold5000(source, profile, data_dir=data_dir, bold5000_dir=bold5000_dir,
+                          subjects=subjects)
+    data, truth, input_files, folder = src.data, src.truth, src.input_files, src.folder
+    generated = False
+else:
+    rel = obtain_bold5000_release(
+        source, profile, layer_rdms=layer_rdms, data_dir=data_dir, release_dir=release_dir,
+        subjects=subjects, tr=tr, repeats=repeats, n_images=n_images, seed=seed, null=null,
+        noise=noise, image_size=image_size, progress=progress,
+    )
+    layers = layer_rdms(rel.images)
+    # images matched by name: the intersection of every subject's images and the network's
+    overlap = common_images(rel.rois, layers)
+    data = Bold5000RDMs(select_images(layers, overlap.ids),
+                        {s: select_images(r, overlap.ids) for s, r in rel.rois.items()},
+                        {"layers": out_dir / "resnet_store", **rel.files})
+    truth, input_files, folder, generated = rel.truth, rel.input_files, rel.root, rel.generated
+# the planted best layer the analysis can find: the layer whose RDM best matches the
+# noise-free target (random-init ResNet-50 stages are strongly correlated with each other)
+planted = ((truth or {}).get("best_layer_noise_free") or (truth or {}).get("best_layer")
+           or {})
 display(Markdown(
-    f"**Inputs.** RDM files in `{src.folder}`: "
-    + (f"generated ({'null: nothing planted' if src.truth['null'] else 'planted hierarchy'}, "
-       f"{src.truth['n_images']} images, seed {src.truth['seed']}"
-       f"{', written by this run' if src.generated else ', already on disk'})."
-       if src.truth else "real data (no planted truth beside them).")
+    f"**Inputs.** {'RDM files' if source == 'files' else 'BOLD5000 release'} in "
+    f"`{folder.name}`: "
+    + (f"generated ({'null: nothing planted' if truth['null'] else 'planted hierarchy'}, "
+       f"{truth['n_images']} images, seed {truth['seed']}"
+       f"{', written by this run' if generated else ', already on disk'})."
+       if truth else "real data (no planted truth beside them).")
+    + ("" if source == "files" else
+       f" Network: ResNet-50, {'random-init (seed ' + str(seed) + ')' if weights is None else 'weights ' + str(weights)}, "
+       f"first stage `{data.layers.rdm_descriptors['layer'][0]}`, {image_size} x {image_size} "
+       f"input, {tr}, repeated images: {repeats}.")
 ))
+if overlap is not None:
+    display(Markdown(
+        f"**Images.** {overlap.n_common} images are common to every subject and the network; "
+        "the analysis uses that intersection. (The original study reported 2,985 images "
+        "common to its inputs: exactly the `.jpg` images of the release, 2,000 COCO and 985 "
+        "Scene, as if `.JPEG` and `.jpeg` files had been left out when listing them; the "
+        "real CSI1-3 share all 4,916.)"
+    ))
+    display(overlap.table())
 
 # %% [markdown]
 # ## The files, and why images are matched by name
@@ -121,7 +194,7 @@ display(Markdown(
 # (`emolib.rsa.align_rdms`); different image sets are an error, never silently truncated.
 
 # %%
-summarize_bold5000(src.data)
+summarize_bold5000(data)
 
 # %% [markdown]
 # ## Layer x ROI similarity, subject by subject
@@ -133,10 +206,10 @@ summarize_bold5000(src.data)
 # diagonal band in each hemisphere.
 
 # %%
-rois = list(src.data.rois.values())
+rois = list(data.rois.values())
 joint = rsa.calc_joint_rdms(rois)
 methods = [method, *other_methods]
-table = rsa.compare_table(src.data.layers, [*rois, joint], methods)
+table = rsa.compare_table(data.layers, [*rois, joint], methods)
 main = table[table["method"] == method]
 fig = plot_roi_layer_heatmaps(main[main["subject"] != "joint"],
                               title=f"RDM similarity ({method}) per subject")
@@ -189,7 +262,7 @@ agree
 # explains as much as another subject's brain does.
 
 # %%
-boot = rsa.bootstrap_compare(src.data.layers, [*rois, joint], method, n_bootstrap, seed=seed)
+boot = rsa.bootstrap_compare(data.layers, [*rois, joint], method, n_bootstrap, seed=seed)
 zero = rsa.calc_zero_tests(boot, test_type=test_type, alpha=alpha, fdr_by="subject")
 pairs = rsa.calc_pair_tests(boot, test_type=test_type, alpha=alpha, fdr_by="subject")
 ceiling = rsa.calc_noise_ceiling(rois, method)
@@ -321,7 +394,7 @@ display(Markdown(
     "**Recovery.** These are null data: nothing was planted, so there is nothing to recover; "
     f"{int(results['significant'].sum())} of {len(results)} comparisons are significantly "
     "above zero (expected: about none), and the best layers above are arbitrary."
-    if src.truth else
+    if truth else
     "**Best layers.** These are real data, with no truth to grade against: the best layers "
     "above, and how clearly each beats its runner-up, are the result."
 ))
@@ -336,25 +409,26 @@ best[best["subject"] == "joint"].set_index("roi").drop(columns="subject").round(
 # records the parameters and the SHA-256 of every input file.
 
 # %%
-out_dir = get_derived_dir("05_bold5000", profile, data_dir)
 results.to_csv(out_dir / "comparisons.csv", index=False)
 pairs.to_csv(out_dir / "layer_pairs.csv", index=False)
 recovery.to_csv(out_dir / "recovery.csv")
 manifest_path = write_manifest(
     out_dir, "05_bold5000",
     parameters={"profile": profile, "source": source, "bold5000_dir": bold5000_dir,
+                "release_dir": release_dir, "tr": tr, "repeats": repeats, "weights": weights,
+                "conv1_node": conv1_node, "image_size": image_size,
                 "subjects": subjects, "n_images": n_images, "null": null, "noise": noise,
                 "method": method, "other_methods": other_methods, "n_bootstrap": n_bootstrap,
                 "test_type": test_type, "alpha": alpha, "seed": seed},
-    inputs={str(p): sha256_file(p) for p in src.input_files},
+    inputs={str(p): sha256_file(p) for p in input_files},
     outputs={"files": ["comparisons.csv", "layer_pairs.csv", "recovery.csv"],
-             "n_images": int(src.data.layers.n_cond), "n_comparisons": len(results),
+             "n_images": int(data.layers.n_cond), "n_comparisons": len(results),
              "n_significant": int(results["significant"].sum()),
              "joint_recovered": joint_hits if has_truth else None},
 )
 pd.Series({
     "folder": str(out_dir),
     "files": ", ".join(sorted(p.name for p in out_dir.iterdir())),
-    "images": src.data.layers.n_cond,
-    "input files hashed": len(src.input_files),
+    "images": data.layers.n_cond,
+    "input files hashed": len(input_files),
 }).to_frame("value")

@@ -5,13 +5,20 @@ The notebooks take the same parameters whatever the source, so the book runs on 
 data by default and on the real data by pointing a parameter at them.
 
 - :func:`obtain_dataset`: a ds000113-shaped BIDS tree and the annotations.
-- :func:`obtain_bold5000`: BOLD5000 ROI RDMs (and the ResNet-50 layer RDMs).
+- :func:`obtain_bold5000_release`: the BOLD5000 Release 1.0 (ROI patterns to RDMs, stimuli).
+- :func:`obtain_bold5000`: precomputed BOLD5000 RDM files (ROI and ResNet-50 layer RDMs).
 """
 
-from emolib.datasets.bold5000 import BOLD5000_SOURCES, Bold5000Source, obtain_bold5000
+from emolib.datasets.bold5000 import (
+    BOLD5000_SOURCES,
+    Bold5000Release,
+    Bold5000Source,
+    obtain_bold5000,
+    obtain_bold5000_release,
+)
 from emolib.datasets.forrest import DatasetSource, obtain_dataset, resolve_annotations_dir
 
 __all__ = [
-    "BOLD5000_SOURCES", "Bold5000Source", "DatasetSource", "obtain_bold5000", "obtain_dataset",
-    "resolve_annotations_dir",
+    "BOLD5000_SOURCES", "Bold5000Release", "Bold5000Source", "DatasetSource", "obtain_bold5000",
+    "obtain_bold5000_release", "obtain_dataset", "resolve_annotations_dir",
 ]

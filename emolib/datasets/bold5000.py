@@ -1,6 +1,13 @@
-"""Where chapter 05's RDMs come from: RDM files on disk (the real study's), or BOLD5000-shaped
-files generated with a planted layer/ROI hierarchy (:mod:`emolib.synthetic.bold5000`),
-reused while their parameters are unchanged.
+"""Where chapter 05's RDMs come from.
+
+- :func:`obtain_bold5000_release`: the BOLD5000 Release 1.0 as published (ROI pattern files,
+  stimulus lists, stimulus images), real or generated in the same layout with a planted
+  layer/ROI hierarchy (:mod:`emolib.synthetic.bold5000_release`); ROI RDMs are computed from
+  its patterns, the network's from its images.
+- :func:`obtain_bold5000`: precomputed RDM files (the original study's derivative), or such
+  files generated with a planted hierarchy (:mod:`emolib.synthetic.bold5000`).
+
+Generated folders are reused while their parameters are unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from emolib.io.bold5000 import SUBJECTS, Bold5000RDMs, load_bold5000
 from emolib.rsa import PATTERN_KEY
 
 __all__ = [
-    "BOLD5000_SOURCES", "Bold5000Source", "obtain_bold5000",
+    "BOLD5000_SOURCES", "Bold5000Release", "Bold5000Source", "obtain_bold5000",
+    "obtain_bold5000_release",
 ]
 
 #: Sources of :func:`obtain_bold5000`.
@@ -144,3 +152,161 @@ def obtain_bold5000(
     truth_path = folder / "truth.json"
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else None
     return Bold5000Source(folder, data, truth, generated)
+
+
+@dataclass
+class Bold5000Release:
+    """What :func:`obtain_bold5000_release` resolved: the ROI RDMs of a BOLD5000 Release 1.0
+    and the stimulus images they refer to.
+
+    Attributes
+    ----------
+    root : pathlib.Path
+        The release folder (holds ``ROIs/`` and ``BOLD5000_Stimuli/``).
+    rois : dict of str to rsatoolbox.rdm.RDMs
+        Per subject, the 10 ROI RDMs (:func:`emolib.io.load_roi_rdms`), ids = image names.
+    images : list of pathlib.Path
+        The stimulus file of every image some subject saw, in the first subject's order.
+    overlap : emolib.io.ImageOverlap
+        Images per subject and the images common to all of them.
+    files : dict of str to pathlib.Path
+        Per subject, the ROI file read.
+    truth : dict or None
+        The planted truth (``truth.json`` beside a generated release), None for real data.
+    generated : bool
+        Whether this call generated the release.
+    """
+
+    root: Path
+    rois: dict
+    images: list[Path]
+    overlap: object
+    files: dict[str, Path]
+    truth: dict | None
+    generated: bool
+
+    @property
+    def input_files(self) -> list[Path]:
+        """The files read: ROI files, stimulus lists, then ``truth.json`` when present."""
+        from emolib.io.bold5000_release import stim_list_file
+
+        files = [*self.files.values(), *(stim_list_file(self.root, s) for s in self.files)]
+        truth = self.root.parent / "truth.json"
+        return files + ([truth] if self.truth is not None and truth.is_file() else [])
+
+
+def obtain_bold5000_release(
+    source: str,
+    profile: str,
+    *,
+    layer_rdms=None,
+    data_dir: str | os.PathLike | None = None,
+    release_dir: str | os.PathLike | None = None,
+    subjects: Sequence[str] = SUBJECTS,
+    tr: str = "TR34",
+    repeats: str = "average",
+    n_images: int = 60,
+    seed: int = 0,
+    null: bool = False,
+    noise: float = 1.0,
+    image_size: int = 64,
+    pattern_key: str = PATTERN_KEY,
+    progress: bool = True,
+) -> Bold5000Release:
+    """Resolve a BOLD5000 Release 1.0 (real, or generated once) and read its ROI RDMs.
+
+    Parameters
+    ----------
+    source : {"synthetic", "release"}
+        ``"release"``: read the real release at ``release_dir`` (the folder holding ``ROIs/``
+        and ``BOLD5000_Stimuli/``). ``"synthetic"``: generate one in the same layout
+        (:func:`emolib.synthetic.generate_bold5000_release`) under
+        ``<data_dir>/synthetic/<profile>/bold5000_release``, reused while its parameters
+        are unchanged.
+    profile : str
+        Run profile; names the generated folder.
+    layer_rdms : callable, optional
+        Synthetic only (required there): ``layer_rdms(image_paths) -> RDMs`` of the network
+        the chapter compares, so that the planted hierarchy refers to it.
+    data_dir : str or path-like, optional
+        See :func:`emolib.paths.get_data_dir`.
+    release_dir : str or path-like, optional
+        The real release (``source="release"``).
+    subjects, tr, repeats
+        See :func:`emolib.io.load_roi_rdms`.
+    n_images, seed, null, noise, image_size
+        Generator parameters (synthetic only).
+    pattern_key : str, default="id"
+        Pattern descriptor of the image names.
+    progress : bool, default=True
+        Progress bars.
+
+    Returns
+    -------
+    Bold5000Release
+
+    Raises
+    ------
+    emolib.errors.InputDataError
+        For a missing folder or file, or a stimulus image that is not where the release puts
+        it (naming it).
+    """
+    from emolib.io.bold5000_release import (
+        common_images,
+        load_roi_rdms,
+        roi_file,
+        stimulus_path,
+    )
+
+    if source not in ("synthetic", "release"):
+        raise ValueError(f"source must be 'synthetic' or 'release', got {source!r}")
+    generated = False
+    truth = None
+    if source == "release":
+        if release_dir is None:
+            raise ValueError("source='release' needs release_dir, the folder holding ROIs/ "
+                             "and BOLD5000_Stimuli/")
+        root = Path(release_dir).expanduser().resolve()
+        if not root.is_dir():
+            raise InputDataError(root, "BOLD5000 release folder does not exist")
+    else:
+        from emolib.paths import get_data_dir
+        from emolib.synthetic.bold5000_release import (
+            RELEASE_DIR,
+            generate_bold5000_release,
+            read_bold5000_release_truth,
+        )
+
+        if layer_rdms is None:
+            raise ValueError("source='synthetic' needs layer_rdms, the network's RDMs of the "
+                             "generated images (the planted hierarchy refers to it)")
+        folder = get_data_dir(data_dir) / "synthetic" / profile / "bold5000_release"
+        root = folder / RELEASE_DIR
+        wanted = {"n_images": int(n_images), "seed": int(seed), "null": bool(null),
+                  "noise": float(noise), "image_size": int(image_size),
+                  "subjects": list(subjects)}
+        try:
+            old = read_bold5000_release_truth(folder)
+            reuse = all(old.get(k) == v for k, v in wanted.items()) and root.is_dir()
+        except (FileNotFoundError, ValueError):
+            reuse = False
+        if not reuse:
+            generate_bold5000_release(folder, layer_rdms=layer_rdms, n_images=n_images,
+                                      subjects=tuple(subjects), seed=seed, null=null,
+                                      noise=noise, image_size=image_size, overwrite=True,
+                                      progress=progress)
+            generated = True
+        truth = read_bold5000_release_truth(folder)
+    rois = load_roi_rdms(root, subjects, tr, repeats, pattern_key=pattern_key,
+                         progress=progress)
+    overlap = common_images(rois, pattern_key=pattern_key)
+    names = list(dict.fromkeys(n for r in rois.values() for n in r.pattern_descriptors[
+        pattern_key]))
+    images = [stimulus_path(root, n) for n in names]
+    missing = [p for p in images if not p.is_file()]
+    if missing:
+        raise InputDataError(missing[0], f"stimulus image missing ({len(missing)} of "
+                                         f"{len(images)} named in the stimulus lists)")
+    files = {s: roi_file(root, s, tr, "h5") if roi_file(root, s, tr, "h5").is_file()
+             else roi_file(root, s, tr, "mat") for s in subjects}
+    return Bold5000Release(root, rois, images, overlap, files, truth, generated)
