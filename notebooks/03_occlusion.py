@@ -191,6 +191,13 @@ display(Markdown(
 # The cut goes through each map's peak. All maps share one colour scale, so a pale map is a
 # class whose probability no single box moves much. On generated data the green contour is
 # the region planted for that class.
+#
+# **Native space.** The volumes are each subject's own scanner space (chapter 01): voxel
+# $(i, j, k)$ is a different piece of brain in each subject, and these class maps average the
+# occluded volumes of all subjects voxel by voxel, as the original did. They are drawn over the
+# first subject's mean image, in its space. On generated data the planted region shown (and
+# graded below) is where it lies in *any* subject's grid; a map can only be as sharp as the
+# subjects' head positions agree.
 
 # %%
 fig = plot_class_maps(images, bg_img=prepared.mean_image(prepared.samples["subject"].iloc[0]),

@@ -321,3 +321,38 @@ def test_select_images_is_a_subset_of_the_square_matrix():
         release.select_images(rdms, ["other.jpg"])
     assert release.common_images({"x": ids}, keep[::-1]).ids == sorted(keep, key=ids.index)
     assert json.dumps(release.common_images(rdms, keep).counts) == '{"input0": 7, "input1": 4}'
+
+
+def test_obtain_release_generates_once_and_names_a_missing_image(tmp_path, generated):
+    """The chapter's entry point: a generated release is reused while its parameters hold
+    and regenerated when they change; the real path reads a release folder and refuses one
+    whose stimulus images are not where the release puts them."""
+    import shutil
+
+    from emolib.datasets import obtain_bold5000_release
+
+    kw = {"layer_rdms": dog_rdms, "data_dir": tmp_path / "data", "n_images": 30, "seed": 2,
+          "progress": False}
+    first = obtain_bold5000_release("synthetic", "t", **kw)
+    assert first.generated and first.truth is not None
+    assert sorted(first.rois) == ["CSI1", "CSI2", "CSI3"]
+    assert all(p.is_file() for p in first.images) and len(first.images) == 30
+    assert first.overlap.n_common == first.truth["common_images"]
+    again = obtain_bold5000_release("synthetic", "t", **kw)
+    assert not again.generated
+    for s in first.rois:
+        np.testing.assert_array_equal(first.rois[s].dissimilarities,
+                                      again.rois[s].dissimilarities)
+    assert obtain_bold5000_release("synthetic", "t", **{**kw, "seed": 3}).generated
+    # the real path: a copy of a generated release, one image removed
+    real = tmp_path / "real"
+    shutil.copytree(generated[0], real)
+    got = obtain_bold5000_release("release", "t", release_dir=real, progress=False)
+    assert got.truth is None and not got.generated
+    victim = got.images[5]
+    victim.unlink()
+    with pytest.raises(InputDataError, match=re.escape(victim.name) + ".*stimulus image "
+                                             "missing"):
+        obtain_bold5000_release("release", "t", release_dir=real, progress=False)
+    with pytest.raises(ValueError, match="layer_rdms"):
+        obtain_bold5000_release("synthetic", "t", data_dir=tmp_path / "data")

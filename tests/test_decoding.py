@@ -6,11 +6,13 @@ from sklearn.metrics import roc_auc_score
 
 from emolib.decoding import cyclic_shift_labels, ground_truth_check, load_decoding, run_decoding
 from emolib.decoding.evaluate import (
+    auc_per_class,
     classification_metrics,
     cluster_bootstrap,
     fold_metrics,
     macro_auc,
     roc_curves,
+    time_blocks,
 )
 from emolib.models.train import TrainConfig
 
@@ -31,6 +33,11 @@ def planted(truth_check):
 
 
 def test_planted_signal_is_decoded_above_chance(truth_check):
+    """Trained end to end on subjects in their own native spaces (the generator's default)."""
+    from emolib.forrest.dataprep import load_prepared
+
+    prep = load_prepared(truth_check[0] / "planted" / "prep")
+    assert not np.allclose(prep.affines["01"], prep.affines["02"], atol=0.1)
     table = truth_check[1]
     assert table.loc[("planted", "cnn"), "macro_auc"] > 0.75
     assert table.loc[("planted", "cnn"), "p_value"] <= 0.01
@@ -124,3 +131,24 @@ def test_linear_baseline_with_one_training_class_predicts_it(rng):
     x = rng.standard_normal((12, 6))
     p = linear_baseline(x, np.full(12, 2), x, np.arange(12) % 3, x[:4], 3)
     np.testing.assert_array_equal(p, np.tile([0.0, 0.0, 1.0], (4, 1)))
+
+
+def test_auc_per_class_equals_sklearn_with_ties(rng):
+    """The rank (Mann-Whitney) AUC equals scikit-learn's roc_auc_score, ties included."""
+    for n_classes, n in ((2, 7), (5, 200), (3, 60)):
+        y = rng.integers(0, n_classes, n)
+        p = np.round(rng.dirichlet(np.ones(n_classes), n), 1)  # many ties
+        got = auc_per_class(y, p, n_classes)
+        for c in range(n_classes):
+            if 0 < (y == c).sum() < n:
+                assert got[c] == pytest.approx(roc_auc_score(y == c, p[:, c]), abs=1e-12)
+            else:
+                assert np.isnan(got[c])
+    assert np.isnan(auc_per_class(np.array([], int), np.empty((0, 3)), 3)).all()
+
+
+def test_time_blocks_group_stretches_of_movie_time():
+    t = np.array([0.0, 2.0, 58.0, 60.0, 61.9, 119.9, 120.0, 1000.0])
+    assert time_blocks(t, 60.0).tolist() == [0, 0, 0, 1, 1, 1, 2, 16]
+    with pytest.raises(ValueError, match="positive"):
+        time_blocks(t, 0.0)
