@@ -80,6 +80,7 @@ from emolib import rsa
 from emolib.bold5000 import find_best_layers
 from emolib.decoding import load_decoding
 from emolib.forrest import (
+    average_over_blocks,
     calc_brain_rdms,
     calc_network_rdms,
     define_patterns,
@@ -122,8 +123,11 @@ display(Markdown(
 #
 # The original averaged the volumes of each class and the network's 256-d pooled features
 # (the input of the read-out) of each class, built one 5 x 5 RDM from each, and correlated
-# their 10 entries. Here the same is done on the held-out volumes of all subjects and folds
-# together. With five classes, a Mantel test can be exact: the rows and columns of one RDM
+# their 10 entries. It had one network; here every test fold has its own, whose units do not
+# correspond to another fold's, so class means of features must never mix folds. Each fold's
+# network gives the 5 x 5 RDM of its own held-out class means (all subjects together), the
+# fMRI volumes likewise, and the RDMs, which are comparable across networks where units are
+# not, are averaged over folds. With five classes, a Mantel test can be exact: the rows and columns of one RDM
 # are permuted jointly in all 5! = 120 ways, and the p-value is the share of permutations
 # that match at least as well (so it cannot be below 1/120 = 0.008). Ten entries are very
 # few: even a perfect correspondence could only reach p = 1/120. In the RDM images the colour
@@ -132,12 +136,14 @@ display(Markdown(
 # every volume.
 
 # %%
-by_class = define_patterns(held_out, kind="class", within_fold=False, pool_subjects=True)
-class_brain = calc_brain_rdms(prepared.volumes, by_class, {"brain": prepared.mask},
-                                  center=False)[0]
-class_net = calc_network_rdms(prepared.volumes, by_class, models,
-                                  list(dict.fromkeys([*layers, "pool"])), center=False,
-                                  reduce=reduce or "flatten")[0]
+by_class = define_patterns(held_out, kind="class", within_fold=True, pool_subjects=True)
+class_brain = average_over_blocks(
+    calc_brain_rdms(prepared.volumes, by_class, {"brain": prepared.mask}, center=False,
+                    within_blocks=False)[0], by="roi")
+class_net = average_over_blocks(
+    calc_network_rdms(prepared.volumes, by_class, models, list(dict.fromkeys([*layers, "pool"])),
+                      center=False, within_blocks=False, reduce=reduce or "flatten")[0],
+    by="layer")
 pooled = class_net.subset("layer", "pool")
 mantel = rsa.calc_mantel(pooled, class_brain, method)
 shown = rsa.concat_rdms([class_brain, pooled])

@@ -19,7 +19,12 @@ from rsatoolbox.util.inference_util import bootstrap_pair_tests, t_test_0, t_tes
 from scipy.spatial.distance import squareform
 
 from emolib import rsa
-from emolib.forrest import calc_brain_rdms, calc_network_rdms, define_patterns
+from emolib.forrest import (
+    average_over_blocks,
+    calc_brain_rdms,
+    calc_network_rdms,
+    define_patterns,
+)
 from emolib.models import EmotionCNN, extract_activations
 from emolib.rsa import rdms as rsa_rdms
 from emolib.synthetic.bold5000 import simulate_bold5000_rdms
@@ -719,6 +724,37 @@ def test_calc_network_rdms_run_each_volume_through_its_own_fold_model():
                                         models, ["pool"])
     assert len(per_subject) == 2 and per_subject[0].n_cond == 6
     assert np.isnan(per_subject[0].dissimilarities).sum() == 9  # 3 x 3 pairs across folds
+
+
+def test_class_rdms_never_mix_fold_networks():
+    """The original analysis with one network per fold: each fold's network gives the RDM of
+    its own held-out class means; the fold RDMs are averaged (units of different networks
+    never are). Checked against the per-fold computation by hand."""
+    rng = np.random.default_rng(25)
+    pred, volumes = _tiny_held_out(rng)
+    torch.manual_seed(0)
+    models = {"run-1": EmotionCNN(n_classes=2).eval(), "run-2": EmotionCNN(n_classes=2).eval()}
+    pat = define_patterns(pred, kind="class", within_fold=True, pool_subjects=True)
+    net = average_over_blocks(calc_network_rdms(volumes, pat, models, ["pool"], center=False,
+                                                within_blocks=False)[0], by="layer")
+    brain = average_over_blocks(calc_brain_rdms(volumes, pat, {"all": np.ones((8, 8, 6), bool)},
+                                                center=False, within_blocks=False)[0], by="roi")
+    assert net.pattern_descriptors["id"] == brain.pattern_descriptors["id"] == ["FEAR", "LOVE"]
+    want_net, want_brain = [], []
+    with torch.no_grad():
+        for fold, model in models.items():
+            rows = pat[pat["fold"] == fold]
+            f = {c: np.mean([model.features(torch.from_numpy(volumes[i][None, None]))
+                             .reshape(-1).numpy() for i in rows.loc[rows["label"] == c,
+                                                                    "sample"]], axis=0)
+                 for c in ("FEAR", "LOVE")}
+            want_net.append(1 - np.corrcoef(f["FEAR"], f["LOVE"])[0, 1])
+            v = {c: volumes[rows.loc[rows["label"] == c, "sample"]].mean(0).ravel()
+                 for c in ("FEAR", "LOVE")}
+            want_brain.append(1 - np.corrcoef(v["FEAR"], v["LOVE"])[0, 1])
+    assert net.dissimilarities[0, 0] == pytest.approx(np.mean(want_net), abs=1e-5)
+    assert brain.dissimilarities[0, 0] == pytest.approx(np.mean(want_brain), abs=1e-6)
+    assert net.rdm_descriptors["subject"] == ["all"]
 
 
 def test_reduce_to_an_int_pools_large_layers_and_keeps_small_ones():

@@ -19,7 +19,12 @@ from emolib.forrest.dataprep import (
     zscore_volumes,
 )
 from emolib.forrest.labels import class_counts, consensus_labels, select_classes
-from emolib.forrest.patterns import calc_brain_rdms, calc_network_rdms, define_patterns
+from emolib.forrest.patterns import (
+    average_over_blocks,
+    calc_brain_rdms,
+    calc_network_rdms,
+    define_patterns,
+)
 from emolib.forrest.rois import RoiSet, load_atlas, make_rois, masks_from_labels, parcellate_mask
 from emolib.forrest.splits import (
     LeakageError,
@@ -36,7 +41,8 @@ from emolib.forrest.timing import STUDYFORREST, RunTiming
 __all__ = [
     "STUDYFORREST", "LeakReport", "LeakageError", "PreparedData", "RoiSet", "RunTiming",
     "Split", "assert_no_leak", "calc_brain_rdms", "calc_network_rdms", "class_counts",
-    "consensus_labels", "define_patterns", "find_leaks", "guard", "label_volumes", "load_atlas",
+    "average_over_blocks", "consensus_labels", "define_patterns", "find_leaks", "guard",
+    "label_volumes", "load_atlas",
     "load_prepared", "make_rois", "make_splits", "masks_from_labels", "parcellate_mask",
     "prepare_dataset", "removal_table", "select_classes", "summarize_inputs", "zscore_volumes",
 ]

@@ -22,10 +22,11 @@ from rsatoolbox.rdm import RDMs
 from emolib.models.features import extract_activations
 from emolib.models.folds import iter_folds
 from emolib.rsa.patterns import average_patterns, center_patterns, group_indicator, restrict_pairs
-from emolib.rsa.rdms import calc_rdms_from_patterns, calc_roi_rdms
+from emolib.rsa.rdms import calc_joint_rdms, calc_rdms_from_patterns, calc_roi_rdms
 
 __all__ = [
-    "PATTERN_KINDS", "calc_brain_rdms", "calc_network_rdms", "define_patterns",
+    "PATTERN_KINDS", "average_over_blocks", "calc_brain_rdms", "calc_network_rdms",
+    "define_patterns",
 ]
 
 #: Pattern kinds of :func:`define_patterns`.
@@ -235,3 +236,47 @@ def calc_network_rdms(
                                        rdm_descriptors={"subject": subject}, dtype=dtype)
         out.append(_with_blocks(rdms, rows, within_blocks))
     return out
+
+
+def average_over_blocks(rdms: RDMs, *, by: str, name: str = "all") -> RDMs:
+    """One RDM per ``by`` (layer or ROI): the mean over folds of each fold's own RDM.
+
+    Each test fold has its own network, whose units do not correspond to another fold's, so
+    class means of features must never mix folds. What can be compared across networks is
+    their RDMs: each fold's RDM of its own patterns (``block`` = fold; ids ``"<fold> <id>"``
+    as :func:`define_patterns` writes them with ``within_fold=True``) is taken, the fold
+    prefix dropped, and the RDM vectors of the folds averaged, aligned by id. Ids missing
+    from a fold (a class absent from its held-out run) are left out of every fold.
+
+    Parameters
+    ----------
+    rdms : rsatoolbox.rdm.RDMs
+        One subject's RDMs from :func:`calc_brain_rdms` or :func:`calc_network_rdms` with
+        ``within_blocks=False`` (pattern descriptors ``id`` and ``block``).
+    by : str
+        Rdm descriptor of the RDMs averaged separately (``"layer"`` or ``"roi"``).
+    name : str, default="all"
+        ``subject`` descriptor of the result.
+
+    Returns
+    -------
+    rsatoolbox.rdm.RDMs
+        Ids without the fold prefix, in the first fold's order.
+    """
+    blocks = np.asarray(rdms.pattern_descriptors["block"])
+    parts = []
+    for block in pd.unique(blocks):
+        part = rdms.subset_pattern("block", block)
+        prefix = f"{block} "
+        part.pattern_descriptors["id"] = [
+            i[len(prefix):] if str(i).startswith(prefix) else i
+            for i in part.pattern_descriptors["id"]]
+        parts.append(part)
+    common = set.intersection(*(set(p.pattern_descriptors["id"]) for p in parts))
+    if len(common) < 2:
+        raise ValueError("fewer than two patterns are common to every fold")
+    first = [i for i in parts[0].pattern_descriptors["id"] if i in common]
+    parts = [p.subset_pattern("id", first) for p in parts]
+    for k, part in enumerate(parts):
+        part.rdm_descriptors["subject"] = [f"fold{k}"] * part.n_rdm
+    return calc_joint_rdms(parts, by=by, joint_name=name)
