@@ -4,8 +4,11 @@
   same leakage-free folds (checkpointed, resumable), :func:`summarize_decoding`,
   :func:`ground_truth_check` (planted vs null twins), :func:`load_decoding`.
 - :mod:`~emolib.decoding.baselines`: the inner validation set, the linear baseline.
-- :mod:`~emolib.decoding.evaluate`: AUCs per class and fold, ROC curves, cluster bootstrap.
+- :mod:`~emolib.decoding.evaluate`: AUCs per class and fold, ROC curves, the block bootstrap
+  (:func:`cluster_bootstrap` over :func:`time_blocks`).
 - :mod:`~emolib.decoding.nulls`: the time-aware (cyclic-shift) permutation null.
+- :mod:`~emolib.decoding.calibration`, :mod:`~emolib.decoding.coverage`: the size of the null
+  and the coverage of the intervals, measured over many null datasets.
 
 Data flow: :class:`emolib.forrest.PreparedData` + :mod:`emolib.forrest.splits` ->
 :func:`run_decoding` (:mod:`emolib.models`) -> predictions -> evaluate / nulls.
@@ -27,6 +30,7 @@ from emolib.decoding.evaluate import (
     fold_metrics,
     macro_auc,
     roc_curves,
+    time_blocks,
 )
 from emolib.decoding.nulls import (
     PermutationResult,
@@ -40,5 +44,5 @@ __all__ = [
     "cluster_bootstrap", "cyclic_shift_labels", "fold_metrics", "fold_shift_aucs",
     "ground_truth_check",
     "inner_validation", "linear_baseline", "load_decoding", "macro_auc", "permutation_test",
-    "roc_curves", "run_decoding", "summarize_decoding",
+    "roc_curves", "run_decoding", "summarize_decoding", "time_blocks",
 ]

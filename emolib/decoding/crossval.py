@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from emolib.decoding.baselines import inner_validation, linear_baseline
-from emolib.decoding.evaluate import cluster_bootstrap, fold_metrics, macro_auc
+from emolib.decoding.evaluate import cluster_bootstrap, fold_metrics, macro_auc, time_blocks
 from emolib.decoding.nulls import permutation_test
 from emolib.forrest.dataprep import PreparedData, prepare_dataset
 from emolib.forrest.splits import make_splits, removal_table
@@ -181,16 +181,24 @@ def run_decoding(
 
 
 def summarize_decoding(result: DecodingResult, n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> pd.DataFrame:
-    """One row per model: fold-averaged macro AUC and balanced accuracy with cluster-bootstrap
-    CIs (movie moments resampled within folds), and per-class AUCs (within folds, averaged).
+                       level: float = 0.95, block_s: float | None = 60.0) -> pd.DataFrame:
+    """One row per model: fold-averaged macro AUC and balanced accuracy with block-bootstrap
+    CIs, and per-class AUCs (within folds, averaged).
+
+    The bootstrap resamples, within each fold, whole stretches of ``block_s`` seconds of
+    movie time (:func:`emolib.decoding.evaluate.time_blocks`), every subject's volumes of
+    them together: labels come in episodes and outputs drift, so single moments are not
+    independent. ``block_s=None`` resamples single moments (intervals too narrow under that
+    dependence: ``benchmarks/bench_interval_coverage.py`` measures the coverage of both).
     """
 
     rows = []
     for model in [m for m in MODELS if m in set(result.predictions["model"])]:
         y, p, meta = result.probs(model)
         folds = meta["fold"].to_numpy()
-        ci = cluster_bootstrap(y, p, meta["movie_time"].to_numpy(), len(result.classes),
+        times = meta["movie_time"].to_numpy()
+        clusters = times if block_s is None else time_blocks(times, block_s)
+        ci = cluster_bootstrap(y, p, clusters, len(result.classes),
                                n_boot=n_boot, seed=seed, level=level, folds=folds)
         ci = ci.set_index("metric")
         per_fold = fold_metrics(y, p, folds, result.classes)

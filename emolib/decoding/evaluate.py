@@ -1,9 +1,11 @@
 """Held-out metrics and intervals: ROC/AUC per class and fold, confusion, cluster bootstrap.
 
-Metrics come from scikit-learn (``roc_auc_score``, ``roc_curve``, ``balanced_accuracy_score``,
-``confusion_matrix``). Confidence intervals come from a *cluster* bootstrap over movie moments:
-volumes of different subjects at the same moment are not independent, so moments, not
-volumes, are resampled.
+Metrics come from scikit-learn (``roc_curve``, ``balanced_accuracy_score``,
+``confusion_matrix``), the per-class AUC from its rank form (equal to ``roc_auc_score``, a
+test checks, and fast enough to bootstrap). Confidence intervals come from a *block*
+bootstrap: volumes of different subjects at the same moment are not independent, nor are
+neighbouring moments (labels come in episodes, outputs drift), so whole stretches of movie
+time (:func:`time_blocks`), not volumes or single moments, are resampled within folds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
@@ -20,7 +23,7 @@ from sklearn.metrics import (
 )
 
 __all__ = [
-    "auc_per_class", "classification_metrics", "cluster_bootstrap",
+    "auc_per_class", "classification_metrics", "cluster_bootstrap", "time_blocks",
     "fold_metrics", "macro_auc", "roc_curves",
 ]
 
@@ -42,11 +45,20 @@ def auc_per_class(y: np.ndarray, probs: np.ndarray, n_classes: int) -> np.ndarra
     (:mod:`emolib.decoding.nulls`) judges, and is reported there as collapsed.
     """
     out = np.full(n_classes, np.nan)
+    y = np.asarray(y)
     scores = np.asarray(probs, dtype=float)
+    if len(y) == 0:
+        return out
+    # the Mann-Whitney form of the AUC (average ranks for ties): equal to sklearn's
+    # roc_auc_score (a test checks), without its per-call validation, which dominated the
+    # bootstrap's time
+    ranks = scipy.stats.rankdata(scores[:, :n_classes], axis=0)
     for c in range(n_classes):
         pos = y == c
-        if 0 < pos.sum() < len(y):
-            out[c] = roc_auc_score(pos, scores[:, c])
+        n_pos = int(pos.sum())
+        n_neg = len(y) - n_pos
+        if 0 < n_pos < len(y):
+            out[c] = (ranks[pos, c].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return out
 
 
@@ -122,6 +134,23 @@ def roc_curves(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataF
         rows.append(pd.DataFrame({"class": name, "fpr": fpr, "tpr": tpr, "auc": auc}))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["class", "fpr", "tpr", "auc"])
+
+
+def time_blocks(movie_time: np.ndarray, block_s: float) -> np.ndarray:
+    """Index of the stretch of ``block_s`` seconds of movie time that holds each sample.
+
+    Used as the clusters of :func:`cluster_bootstrap`: labels come in episodes and a
+    network's outputs drift slowly, so neighbouring moments are not independent; resampling
+    whole stretches of the movie (a block bootstrap) keeps that dependence inside each draw,
+    where resampling single moments would treat them as independent and give intervals that
+    are too narrow. Measured (``benchmarks/bench_interval_coverage.py``, 100 null decodings,
+    outputs AR(0.9) per 2-s step): 95 % percentile intervals covered the true AUC in 85 % of
+    datasets with single moments, 91-94 % with 30-120 s blocks; with AR(0.5), 84-89 % for
+    every unit, so the percentile intervals remain somewhat narrow even with blocks.
+    """
+    if not block_s > 0:
+        raise ValueError(f"block_s must be positive, got {block_s}")
+    return np.floor(np.asarray(movie_time, dtype=float) / float(block_s) + 1e-9).astype(np.int64)
 
 
 def cluster_bootstrap(
