@@ -62,8 +62,18 @@ def _module_aliases(tree: ast.AST) -> dict[str, str]:
 
 def test_import_contracts_are_kept():
     """Layers, generic engines, independent studies, no cycles, private modules: all kept."""
-    code = lint_imports(config_filename=str(REPO_ROOT / ".importlinter"), no_cache=True,
-                        no_logo=True)
+    import logging
+
+    # import-linter configures logging with disable_existing_loggers: give every logger of
+    # this process (emolib's among them) back its state, or later tests lose their records
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]
+    disabled = {lg: lg.disabled for lg in loggers if isinstance(lg, logging.Logger)}
+    try:
+        code = lint_imports(config_filename=str(REPO_ROOT / ".importlinter"), no_cache=True,
+                            no_logo=True)
+    finally:
+        for lg, was in disabled.items():
+            lg.disabled = was
     assert code == 0, "an import contract of .importlinter is broken (see the report above)"
 
 
