@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rsatoolbox.rdm import RDMs
+
 from emolib.errors import InputDataError
 from emolib.io.bold5000 import SUBJECTS, Bold5000RDMs, load_bold5000
+from emolib.io.bold5000_release import ImageOverlap
 from emolib.rsa import PATTERN_KEY
 
 __all__ = [
@@ -178,9 +181,9 @@ class Bold5000Release:
     """
 
     root: Path
-    rois: dict
+    rois: dict[str, RDMs]
     images: list[Path]
-    overlap: object
+    overlap: ImageOverlap
     files: dict[str, Path]
     truth: dict | None
     generated: bool
@@ -199,7 +202,7 @@ def obtain_bold5000_release(
     source: str,
     profile: str,
     *,
-    layer_rdms=None,
+    layer_rdms: Callable[[list[Path]], RDMs] | None = None,
     data_dir: str | os.PathLike | None = None,
     release_dir: str | os.PathLike | None = None,
     subjects: Sequence[str] = SUBJECTS,
