@@ -257,7 +257,6 @@ def obtain_bold5000_release(
     from emolib.io.bold5000_release import (
         common_images,
         load_roi_rdms,
-        roi_file,
         stimulus_path,
     )
 
@@ -310,6 +309,5 @@ def obtain_bold5000_release(
     if missing:
         raise InputDataError(missing[0], f"stimulus image missing ({len(missing)} of "
                                          f"{len(images)} named in the stimulus lists)")
-    files = {s: roi_file(root, s, tr, "h5") if roi_file(root, s, tr, "h5").is_file()
-             else roi_file(root, s, tr, "mat") for s in subjects}
+    files = {s: Path(r.descriptors["file"]) for s, r in rois.items()}  # what the reader read
     return Bold5000Release(root, rois, images, overlap, files, truth, generated)
