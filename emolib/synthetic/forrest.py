@@ -4,8 +4,10 @@
 (BIDS names, gzipped int16 NIfTI, TR in the header and, by BIDS inheritance, in the top-level
 sidecar, dcmstack JSONs, events and deface masks beside each run, a subject without the movie
 session, 3 x 3 x 3.3 mm voxels), each subject in its own native scanner space
-(:mod:`emolib.synthetic.native`), in which each emotion class drives an HRF-convolved
-response in its own region of a brain-shaped mask, on top of a global signal, slow drift,
+(:mod:`emolib.synthetic.native`), in which each emotion class drives an HRF-convolved response
+in its own region of a brain-shaped mask, on top of a stimulus-locked **scene** signal that
+every subject shares and that knows nothing of the emotions (:mod:`emolib.synthetic.scenes`:
+what makes a random split of volumes leak, as in real movie fMRI), a global signal, slow drift,
 physiological-like oscillations and AR(1) noise. With ``layout="aligned"`` it writes the
 StudyForrest aligned derivative's layout instead. The truth (region masks, brain mask,
 generating parameters) is written *next to* the data, never inside them::
@@ -14,6 +16,7 @@ generating parameters) is written *next to* the data, never inside them::
     <out_dir>/studyforrest-data-aligned/   for layout="aligned"
     <out_dir>/annotations/           generated annotation CSVs (only when none are given)
     <out_dir>/truth/generation.json  parameters, classes, timing, region centres
+    <out_dir>/truth/scenes.tsv, truth/scene_envelope.nii.gz   the scene signal's scenes and reach
     <out_dir>/truth/brain_mask.nii.gz, truth/region-<CLASS>_mask.nii.gz   template grid
     <out_dir>/truth/sub-XX/brain_mask.nii.gz, .../region-<CLASS>_mask.nii.gz   subject grid
 
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 from nilearn.glm.first_level import compute_regressor
 from tqdm.auto import tqdm
 
@@ -42,15 +46,24 @@ from emolib.io.annotations import COLUMNS, read_observers
 from emolib.io.bids import BIDS_LAYOUTS, STUDYFORREST_SUBJECTS, bold_path
 from emolib.paths import atomic_output_dir
 from emolib.synthetic.native import (
+    brain_mask,
     subject_affines,
     template_index,
     write_run_sidecars,
     write_top_sidecar,
 )
+from emolib.synthetic.scenes import (
+    SCENE_FEATURES,
+    SCENE_LOG_SD,
+    SCENE_MEAN_DURATION,
+    scene_envelope,
+    scene_model,
+)
 
 __all__ = [
     "DEFAULT_CLASSES", "VOXEL_SIZE", "affine_for", "brain_mask", "dataset_folder", "find_truth",
-    "generate_annotations", "generate_studyforrest", "plant_regions", "read_truth",
+    "class_regressors", "generate_annotations", "generate_studyforrest", "plant_regions",
+    "read_truth",
 ]
 
 #: Voxel size (mm) of ds000113 ``ses-movie`` BOLD images.
@@ -70,14 +83,6 @@ def affine_for(shape: tuple[int, int, int], voxel_size=VOXEL_SIZE) -> np.ndarray
     aff = np.diag([*voxel_size, 1.0])
     aff[:3, 3] = -np.asarray(voxel_size) * (np.asarray(shape) - 1) / 2.0
     return aff
-
-
-def brain_mask(shape: tuple[int, int, int]) -> np.ndarray:
-    """A brain-shaped (ellipsoidal, flattened at the bottom) boolean mask of the grid."""
-    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    x, y, z = grid
-    inside = (x / 0.85) ** 2 + (y / 0.92) ** 2 + ((z - 0.05) / 0.9) ** 2 <= 1.0
-    return inside & (z > -0.75)
 
 
 def plant_regions(mask: np.ndarray, classes: tuple[str, ...], radius: float,
@@ -179,7 +184,7 @@ def generate_annotations(
     return paths
 
 
-def _class_regressors(labels, classes, frame_times: np.ndarray, tr: float) -> np.ndarray:
+def class_regressors(labels, classes, frame_times: np.ndarray, tr: float) -> np.ndarray:
     """HRF-convolved (Glover) boxcars of each class's labelled steps, at ``frame_times``.
 
     ``frame_times`` are the movie times of one run's volumes; ``tr`` is the length of a label
@@ -221,6 +226,7 @@ def generate_studyforrest(
     noise: float = 0.01,
     region_radius: float | None = None,
     null: bool = False,
+    scene_size: float = 0.01,
     native_space: bool = True,
     max_rotation: float = 3.0,
     max_shift: float | None = None,
@@ -258,7 +264,26 @@ def generate_studyforrest(
     region_radius : float, optional
         Radius (voxels) of each planted region; default scales with the grid.
     null : bool, default=False
-        Plant nothing: the data then carry no information about the labels.
+        Plant nothing: the data then carry no information about the labels (the scene signal,
+        which carries none either, is still there).
+    scene_size : float, default=0.01
+        Size of the stimulus-locked **scene** signal, shared by all subjects and independent
+        of the emotion labels: the standard deviation, over scenes, of the sustained response
+        of the most stimulus-driven voxels, as a fraction of the baseline
+        (:func:`emolib.synthetic.scenes.scene_model`: the movie is cut into scenes of
+        lognormal length, mean 12 s, each with its own random pattern over the whole brain,
+        strongest in "visual" and "auditory" cortex, HRF-convolved and sampled at each run's
+        frames in movie time, so that the same movie moment evokes the same pattern in every
+        subject and, once the response has risen after the break, in both runs of an overlap;
+        each subject samples it in its own grid, exactly as the planted regions). Real movie
+        fMRI is largely such a signal: inter-subject correlation reaches ~0.3-0.5 in sensory
+        cortex (Hasson et al. 2004, Science 303:1634). With the default ``noise`` that is what
+        1 % gives (measured on detrended, unsmoothed voxels: 0.49 where the envelope is 1, 0.06
+        where it is 0.25; 2 % gives 0.79 and 0.21): a sustained-response sd of 1 %, i.e.
+        scene-to-scene changes of 1-3 %, the size of visual responses and of the 2 % emotion
+        effect. It is what a split that puts the same movie moment on both sides (the original
+        random split of volumes) can recognise; 0 leaves it out (the data are then exactly
+        those of a generator without it).
     native_space : bool, default=True
         Every subject in its own scanner space, as ds000113's raw data: its head rotated by
         up to ``max_rotation`` degrees and shifted by up to ``max_shift`` mm about each axis
@@ -307,7 +332,10 @@ def generate_studyforrest(
         "annotations_dir": None if annotations_dir is None else str(Path(annotations_dir)),
         "annotation_pattern": annotation_pattern, "label_mode": label_mode,
         "classes": None if classes is None else list(classes), "effect_size": effect_size,
-        "noise": noise, "region_radius": region_radius, "null": null, "seed": seed,
+        "noise": noise, "region_radius": region_radius, "null": null,
+        "scene_size": scene_size,
+        "scene_model": {"mean_duration": SCENE_MEAN_DURATION, "log_sd": SCENE_LOG_SD,
+                        "n_features": SCENE_FEATURES, "version": 1}, "seed": seed,
         "native_space": native_space, "max_rotation": max_rotation, "max_shift": max_shift,
         "break_shift": break_shift, "layout": layout,
     }
@@ -378,11 +406,20 @@ def generate_studyforrest(
         region_t = np.stack([regions[c].ravel() for c in classes]).astype(np.float32)
         # one HRF-convolved regressor per class and run, scaled so that the largest response is 1
         run_regs = [
-            _class_regressors(labels, classes, start + timing.tr * np.arange(n_vol), 2.0)
+            class_regressors(labels, classes, start + timing.tr * np.arange(n_vol), 2.0)
             for start, n_vol in zip(timing.starts, timing.n_volumes, strict=True)
         ]
         peak = max(float(r.max()) for r in run_regs) or 1.0
         run_regs = [(r / peak).astype(np.float32) for r in run_regs]
+        # the stimulus-locked scene signal: one template-space time course per run, the same
+        # in every subject (its own random streams: scene_size=0 leaves the rest unchanged)
+        scenes = scene_model(shape, timing, seed)
+        scene_maps_t = scenes["maps"]
+        scene_tcs = [(scene_size * tc).astype(np.float32) for tc in scenes["timecourses"]]
+        scenes["scenes"].to_csv(tmp / "truth" / "scenes.tsv", sep="\t", index=False,
+                                float_format="%.3f")
+        nib.save(nib.Nifti1Image(scene_envelope(shape).astype(np.float32), affine),
+                 tmp / "truth" / "scene_envelope.nii.gz")
         total = n_subjects * timing.n_runs
         bar = tqdm(total=total, desc="generating BOLD runs", unit="run", disable=not progress)
         by_subject = {}
@@ -397,9 +434,9 @@ def generate_studyforrest(
             else:
                 run_affines = [affine] * timing.n_runs
             maps_cache: dict[bytes, tuple] = {}
-            for run, start, n_vol, reg, run_aff in zip(
-                    timing.runs, timing.starts, timing.n_volumes, run_regs, run_affines,
-                    strict=True):
+            for run, start, n_vol, reg, scene_tc, run_aff in zip(
+                    timing.runs, timing.starts, timing.n_volumes, run_regs, scene_tcs,
+                    run_affines, strict=True):
                 key = run_aff.tobytes()
                 if key not in maps_cache:  # the brain sampled in this run's grid
                     idx = template_index(run_aff, affine, shape)
@@ -422,6 +459,8 @@ def generate_studyforrest(
                     ar[k] = 0.3 * ar[k - 1] + eps[k]
                 frac = (1 + gain * reg.T @ region_t[:, src] + drift[:, None]
                         + phys.T @ phys_t[:, src] + ar)
+                if scene_size:  # sampled in this run's grid exactly as the regions are
+                    frac += scene_tc @ scene_maps_t[:, src]
                 vols = np.zeros((n_vol, *shape), dtype=np.int16)
                 flat = vols.reshape(n_vol, -1)
                 flat[:, inside] = np.clip(np.rint(base_t[src] * frac), 1, 32767).astype(np.int16)
@@ -459,9 +498,16 @@ def generate_studyforrest(
             "bids_folder": dataset_folder(layout),
             "annotations": str(out_dir / "annotations") if annotations_dir is None
             else str(ann_dir),
+            "n_scenes": len(scenes["scenes"]),
             "note": "Each class drives an HRF-convolved (Glover) response of effect_size x "
                     "baseline in its region, from the consensus labels of the annotations "
-                    f"({label_mode} mode); null=True plants nothing.",
+                    f"({label_mode} mode); null=True plants nothing. On top, in every "
+                    "subject, a stimulus-locked scene signal independent of the labels "
+                    "(scenes.tsv: lognormal scenes of mean "
+                    f"{SCENE_MEAN_DURATION:g} s in movie time, each a random pattern of "
+                    f"{SCENE_FEATURES} smooth feature maps weighted by scene_envelope, "
+                    "HRF-convolved) of scene_size x baseline (sd over scenes where the "
+                    "envelope is 1); present also with null=True, absent with scene_size=0.",
         }
         (tmp / "truth" / "generation.json").write_text(json.dumps(truth, indent=2))
     return out_dir
@@ -474,6 +520,8 @@ def read_truth(out_dir: str | os.PathLike) -> dict:
     -------
     dict
         The contents of ``truth/generation.json`` plus ``timing`` (:class:`RunTiming`),
+        ``scenes`` (onset and duration of each scene of the scene signal) and
+        ``template_scene_envelope`` (:func:`scene_envelope`) when the dataset has them,
         ``template_regions`` and ``template_brain_mask`` (boolean arrays on the template grid
         the brain was planted in), ``by_subject`` (subject -> ``affine``, ``brain_mask``,
         ``regions`` in that subject's own grid, that of its runs 1-4) and ``regions`` and
@@ -490,6 +538,10 @@ def read_truth(out_dir: str | os.PathLike) -> dict:
     truth["template_brain_mask"] = _mask(out_dir / "truth" / "brain_mask.nii.gz")
     truth["template_regions"] = {c: _mask(out_dir / "truth" / f"region-{c}_mask.nii.gz")
                                  for c in truth["classes"]}
+    if (out_dir / "truth" / "scenes.tsv").is_file():
+        truth["scenes"] = pd.read_csv(out_dir / "truth" / "scenes.tsv", sep="\t")
+        truth["template_scene_envelope"] = np.asanyarray(
+            nib.load(out_dir / "truth" / "scene_envelope.nii.gz").dataobj).astype(float)
     truth["by_subject"] = {}
     for sub in truth["subjects"]:
         folder = out_dir / "truth" / f"sub-{sub}"

@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 __all__ = [
-    "BIDS_TR", "FRAME_RATE", "rigid_transform", "subject_affines", "template_index",
+    "BIDS_TR", "FRAME_RATE", "brain_mask", "rigid_transform", "subject_affines", "template_index",
     "write_run_sidecars", "write_top_sidecar",
 ]
 
@@ -146,3 +146,11 @@ def write_run_sidecars(bold: Path, affine: np.ndarray, shape: tuple[int, ...], t
     dm = bold.with_name(f"{stem}_defacemask.nii.gz")
     nib.save(nib.Nifti1Image(deface, affine), dm)
     return [js, ev, dm]
+
+
+def brain_mask(shape: tuple[int, int, int]) -> np.ndarray:
+    """A brain-shaped (ellipsoidal, flattened at the bottom) boolean mask of the grid."""
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    x, y, z = grid
+    inside = (x / 0.85) ** 2 + (y / 0.92) ** 2 + ((z - 0.05) / 0.9) ** 2 <= 1.0
+    return inside & (z > -0.75)
