@@ -6,7 +6,10 @@ movie-time moments), averaged (:func:`emolib.rsa.average_patterns`) and centred 
 (:func:`emolib.rsa.center_patterns`) per subject for the ROIs (:func:`calc_brain_rdms`) and,
 through each volume's own fold model, for the layers (:func:`calc_network_rdms`). Pairs of
 patterns from different folds (different networks) can be blanked
-(:func:`emolib.rsa.restrict_pairs`).
+(:func:`emolib.rsa.restrict_pairs`). Neighbouring moments are dependent (labels come in
+episodes, BOLD and network outputs drift), so :func:`define_patterns` can put them into
+blocks of movie time (``group_s``), which the RDMs carry as the pattern descriptor ``group``
+(:func:`add_pattern_groups`) for ``emolib.rsa.bootstrap_compare(..., pattern_groups="group")``.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from emolib.rsa.patterns import average_patterns, center_patterns, group_indicat
 from emolib.rsa.rdms import calc_joint_rdms, calc_rdms_from_patterns, calc_roi_rdms
 
 __all__ = [
-    "PATTERN_KINDS", "average_over_blocks", "calc_brain_rdms", "calc_network_rdms",
-    "define_patterns",
+    "PATTERN_KINDS", "add_pattern_groups", "average_over_blocks", "calc_brain_rdms",
+    "calc_network_rdms", "define_patterns",
 ]
 
 #: Pattern kinds of :func:`define_patterns`.
@@ -42,6 +45,7 @@ def define_patterns(
     pool_subjects: bool = False,
     common: bool = True,
     model: str | None = "cnn",
+    group_s: float | None = None,
 ) -> pd.DataFrame:
     """Group held-out samples into RSA patterns, each with an id shared across subjects.
 
@@ -69,13 +73,21 @@ def define_patterns(
         Keep only ids that every subject has (needed for joint RDMs and noise ceilings).
     model : str, optional
         Keep the rows of this model (predictions hold one row per sample and model).
+    group_s : float, optional
+        Add a column ``group``: the contiguous block of ``group_s`` seconds of movie time
+        (``[k group_s, (k + 1) group_s)``), within the pattern's ``block`` (fold), that holds
+        the start of the pattern's moment bin (``"<block> @<start>s"``). A group is a function
+        of the id, so every volume of a moment, in every subject, is in the same group. The
+        resampling unit of a block bootstrap (:func:`add_pattern_groups`). Class patterns are
+        not moments: each is its own group.
 
     Returns
     -------
     pandas.DataFrame
         One row per held-out sample: ``sample`` (row of the prepared volumes), ``subject``,
-        ``fold``, ``label``, ``movie_time``, ``id``, ``block``; sorted by subject, block,
-        time and label, so that every subject lists its ids in the same order.
+        ``fold``, ``label``, ``movie_time``, ``id``, ``block`` (and ``group`` with
+        ``group_s``); sorted by subject, block, time and label, so that every subject lists
+        its ids in the same order.
     """
     if kind not in PATTERN_KINDS:
         raise ValueError(f"kind must be one of {PATTERN_KINDS}, not {kind!r}")
@@ -95,6 +107,14 @@ def define_patterns(
         out["id"] = out["label"].astype(str) + " @" + out["time"].map("{:05.0f}s".format)
     if within_fold:
         out["id"] = out["block"] + " " + out["id"]
+    if group_s is not None:
+        if not group_s > 0:
+            raise ValueError("group_s must be positive")
+        if kind == "class":
+            out["group"] = out["id"]
+        else:
+            start = np.floor(out["time"] / group_s + 1e-9) * group_s
+            out["group"] = out["block"] + " @" + start.map("{:05.0f}s".format)
     if common:
         n_subjects = out["subject"].nunique()
         keep = out.groupby("id")["subject"].nunique() == n_subjects
@@ -109,7 +129,58 @@ def define_patterns(
 def _with_blocks(rdms: RDMs, patterns: pd.DataFrame, within_blocks: bool) -> RDMs:
     ids = np.asarray(rdms.pattern_descriptors["id"])
     rdms.pattern_descriptors["block"] = _blocks_of(ids, patterns).tolist()
+    if "group" in patterns.columns:
+        rdms.pattern_descriptors["group"] = _groups_of(ids, patterns, "group").tolist()
     return restrict_pairs(rdms) if within_blocks else rdms
+
+
+def _groups_of(ids: np.ndarray, rows: pd.DataFrame, column: str) -> np.ndarray:
+    pairs = rows[["id", column]].drop_duplicates()
+    if pairs["id"].duplicated().any():
+        bad = pairs.loc[pairs["id"].duplicated(), "id"].iloc[0]
+        raise ValueError(f"pattern {bad!r} falls in more than one {column!r}")
+    group_of = dict(zip(pairs["id"], pairs[column], strict=True))
+    missing = [i for i in ids.tolist() if i not in group_of]
+    if missing:
+        raise ValueError(f"{len(missing)} pattern ids have no {column!r} in the patterns "
+                         f"table, e.g. {missing[:3]}")
+    return np.array([group_of[i] for i in ids.tolist()])
+
+
+def add_pattern_groups(rdms: RDMs, patterns: pd.DataFrame, key: str = "group") -> RDMs:
+    """Return a copy of the RDMs with each pattern's group as the pattern descriptor ``key``.
+
+    :func:`calc_brain_rdms` and :func:`calc_network_rdms` add it themselves when the
+    patterns table has the column; this is for RDMs built from them that lost it (e.g. the
+    joint RDMs of :func:`emolib.rsa.calc_joint_rdms`, which keep only the ids).
+
+    Parameters
+    ----------
+    rdms : rsatoolbox.rdm.RDMs
+        RDMs whose pattern descriptor ``id`` holds ids of ``patterns``.
+    patterns : pandas.DataFrame
+        From :func:`define_patterns` with ``group_s`` (columns ``id`` and ``key``).
+    key : str, default="group"
+        Column of ``patterns`` and name of the new pattern descriptor.
+
+    Returns
+    -------
+    rsatoolbox.rdm.RDMs
+        A copy with ``pattern_descriptors[key]``, ready for
+        ``emolib.rsa.bootstrap_compare(..., pattern_groups=key)``.
+
+    Raises
+    ------
+    ValueError
+        If ``patterns`` has no column ``key``, an id falls in two groups or has none.
+    """
+    if key not in patterns.columns:
+        raise ValueError(f"the patterns have no column {key!r} (define_patterns(..., "
+                         f"group_s=...) adds 'group')")
+    out = rdms.copy()
+    ids = np.asarray(out.pattern_descriptors["id"])
+    out.pattern_descriptors[key] = _groups_of(ids, patterns, key).tolist()
+    return out
 
 
 def calc_brain_rdms(
@@ -146,7 +217,8 @@ def calc_brain_rdms(
     -------
     list of rsatoolbox.rdm.RDMs
         Per subject (order of ``patterns``): one RDM per ROI (``roi``), descriptor
-        ``subject``, pattern descriptors ``id`` and ``block``.
+        ``subject``, pattern descriptors ``id`` and ``block`` (and ``group`` when
+        ``patterns`` has that column).
     """
     out = []
     for subject, rows in patterns.groupby("subject", sort=False):
@@ -205,7 +277,8 @@ def calc_network_rdms(
     -------
     list of rsatoolbox.rdm.RDMs
         Per subject (order of ``patterns``): one RDM per layer (``layer``), descriptor
-        ``subject``, pattern descriptors ``id`` and ``block``.
+        ``subject``, pattern descriptors ``id`` and ``block`` (and ``group`` when
+        ``patterns`` has that column).
     """
     by_subject = dict(tuple(patterns.groupby("subject", sort=False)))
     ids = {s: pd.unique(rows["id"].to_numpy()) for s, rows in by_subject.items()}

@@ -19,7 +19,8 @@ module                     what
                            resumable (:func:`calc_rdms_streamed`)
 :mod:`~emolib.rsa.patterns` averaging rows into patterns, centring within blocks, blanking
                            pairs across blocks
-:mod:`~emolib.rsa.bootstrap` the pattern bootstrap as one weighted comparison per chunk
+:mod:`~emolib.rsa.bootstrap` the pattern bootstrap as one weighted comparison per chunk;
+                           dependent patterns resampled in groups (``pattern_groups``)
 :mod:`~emolib.rsa.inference` noise ceilings, tests against zero and between models (FDR),
                            group contrasts, the Mantel test, result tables
 :mod:`~emolib.rsa.vectors`  condensed-vector helpers (internal)

@@ -5,12 +5,17 @@ turns each original pair ``(a, b)`` into ``c_a * c_b`` copies and drops the pair
 with its own copies; the resampled comparison is therefore a *weighted* comparison of the
 original vectors with weights ``c_a c_b``. One matrix product per chunk gives all bootstraps
 for all layer/ROI pairs. Per-subject bootstraps are joined with :func:`concat_bootstraps`.
+
+Dependent patterns (e.g. neighbouring moments of a movie) can be resampled in groups, as
+``eval_bootstrap_pattern(..., pattern_descriptor=...)`` does: the groups are drawn with
+replacement and every pattern of a drawn group enters the sample, so ``c_a`` is the number of
+draws of the group of ``a`` and the same weighted comparison applies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,9 +66,17 @@ class BootstrapResult:
     model_descriptor : str
         Column name of the model names in tables.
     n_patterns : int
-        Number of patterns (sets the t-tests' degrees of freedom, n - 1, as rsatoolbox).
-    pattern_samples : numpy.ndarray, shape (n_bootstrap, n_patterns)
-        Resampled pattern indices, in the model's pattern order.
+        Number of patterns.
+    pattern_samples : numpy.ndarray, shape (n_bootstrap, n_patterns), optional
+        Resampled pattern indices, in the model's pattern order; None when groups were
+        resampled (see ``group_samples`` and :attr:`pattern_counts`).
+    n_groups : int, optional
+        Number of groups when patterns were resampled in groups, else None.
+    groups : numpy.ndarray, shape (n_patterns,), optional
+        Group of every pattern (model order) when patterns were resampled in groups.
+    group_samples : numpy.ndarray, shape (n_bootstrap, n_groups), optional
+        Drawn groups, as indices into :attr:`group_names` (what rsatoolbox's
+        ``bootstrap_sample_pattern`` draws before taking the descriptor values).
     """
 
     method: str
@@ -74,11 +87,44 @@ class BootstrapResult:
     model_descriptor: str = "layer"
     n_patterns: int = 0
     pattern_samples: np.ndarray | None = field(default=None, repr=False)
+    n_groups: int | None = None
+    groups: np.ndarray | None = field(default=None, repr=False)
+    group_samples: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_bootstrap(self) -> int:
         """Number of bootstrap samples."""
         return self.samples.shape[0]
+
+    @property
+    def group_names(self) -> np.ndarray | None:
+        """Sorted distinct groups (``numpy.unique`` order), None without groups."""
+        return None if self.groups is None else np.unique(self.groups)
+
+    @property
+    def n_units(self) -> int:
+        """Number of resampled units: the groups when resampled in groups, else the patterns.
+
+        It sets the variance correction n / (n - 1) and the t-tests' n - 1 degrees of
+        freedom. rsatoolbox's ``eval_bootstrap_pattern`` keeps the number of patterns even
+        with a ``pattern_descriptor``; here the independent units are the groups, so a
+        grouped bootstrap uses their number (fewer degrees of freedom: more conservative).
+        """
+        return self.n_patterns if self.n_groups is None else int(self.n_groups)
+
+    @property
+    def pattern_counts(self) -> np.ndarray | None:
+        """How often each pattern (model order) occurs in each sample, (n_bootstrap, n_patterns).
+
+        Defined for both kinds of draws (a pattern of a group drawn twice counts twice);
+        None when the draws were not kept.
+        """
+        if self.groups is not None and self.group_samples is not None:
+            names, code = np.unique(self.groups, return_inverse=True)
+            return _pattern_counts(self.group_samples, len(names))[:, code.ravel()]
+        if self.pattern_samples is not None:
+            return _pattern_counts(self.pattern_samples, self.n_patterns)
+        return None
 
     def get_means(self) -> np.ndarray:
         """Mean of the bootstrap samples (rsatoolbox's ``Result.get_means``)."""
@@ -87,12 +133,14 @@ class BootstrapResult:
     def get_variance(self, corrected: bool = True) -> np.ndarray:
         """Bootstrap variance of each comparison (ddof=1).
 
-        With ``corrected`` (default) it is multiplied by n / (n - 1), n = ``n_patterns``,
-        the small-sample correction rsatoolbox's ``Result`` applies to pattern bootstraps.
+        With ``corrected`` (default) it is multiplied by n / (n - 1), n = :attr:`n_units`
+        (the patterns, or the groups when resampled in groups), the small-sample correction
+        rsatoolbox's ``Result`` applies to pattern bootstraps.
         """
         var = np.nanvar(self.samples, axis=0, ddof=1)
-        if corrected and self.n_patterns > 1:
-            var = var * self.n_patterns / (self.n_patterns - 1)
+        n = self.n_units
+        if corrected and n > 1:
+            var = var * n / (n - 1)
         return var
 
     def get_se(self, corrected: bool = True) -> np.ndarray:
@@ -156,10 +204,8 @@ class BootstrapResult:
             sel = cols[(labels[keys] == row[keys]).all(axis=1).to_numpy()]
             point[:, g] = self.point[:, sel].mean(axis=1)
             samples[:, :, g] = self.samples[:, :, sel].mean(axis=2)
-        return BootstrapResult(
-            self.method, point, samples, list(self.model_names), new_labels,
-            self.model_descriptor, self.n_patterns, self.pattern_samples,
-        )
+        return replace(self, point=point, samples=samples, model_names=list(self.model_names),
+                       data_labels=new_labels)
 
 
 def _pattern_counts(samples: np.ndarray, n: int) -> np.ndarray:
@@ -169,13 +215,39 @@ def _pattern_counts(samples: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=b * n).reshape(b, n)
 
 
-def _resampled_index(sample: np.ndarray, n: int) -> np.ndarray:
-    """Condensed indices of the resampled RDM vector, self-pairs dropped (as rsatoolbox)."""
-    s = np.sort(sample)
+def _resampled_index(counts: np.ndarray, n: int) -> np.ndarray:
+    """Condensed indices of the resampled RDM vector, self-pairs dropped (as rsatoolbox).
+
+    ``counts`` holds how often each pattern is in the sample; the sample, sorted, is what
+    ``RDMs.subsample_pattern`` selects (with a descriptor too: every pattern of each drawn
+    value, sorted), and the pairs of a pattern with its own copies are its NaN diagonal.
+    """
+    s = np.repeat(np.arange(n), counts)
     i, j = np.triu_indices(len(s), 1)
     a, b = s[i], s[j]
     keep = a != b
     return condensed_index(a[keep], b[keep], n)
+
+
+def _pattern_groups(model_rdms: RDMs, pattern_groups: str | ArrayLike, n: int) -> np.ndarray:
+    """Group label of every pattern (model order), from a descriptor name or an array."""
+    if isinstance(pattern_groups, str):
+        if pattern_groups not in model_rdms.pattern_descriptors:
+            raise ValueError(
+                f"model RDMs have no pattern descriptor {pattern_groups!r} to group by "
+                f"(they have {sorted(model_rdms.pattern_descriptors)})"
+            )
+        groups = np.asarray(model_rdms.pattern_descriptors[pattern_groups])
+    else:
+        groups = np.asarray(pattern_groups)
+    if groups.shape != (n,):
+        raise ValueError(f"pattern_groups must give one group per pattern ({n}), "
+                         f"not shape {groups.shape}")
+    try:
+        np.unique(groups)
+    except TypeError as err:
+        raise ValueError("pattern group labels must be sortable (one type)") from err
+    return groups
 
 
 def _boot_linear(
@@ -263,17 +335,26 @@ def bootstrap_compare(
     *,
     seed: int | np.random.Generator | None = None,
     pattern_samples: ArrayLike | None = None,
+    pattern_groups: str | ArrayLike | None = None,
     pattern_key: str = PATTERN_KEY,
     model_descriptor: str = "layer",
     data_descriptors: Sequence[str] = ("subject", "roi"),
     dtype: DTypeLike = np.float32,
 ) -> BootstrapResult:
-    """Bootstrap the model x data comparison table over patterns.
+    """Bootstrap the model x data comparison table over patterns (or groups of patterns).
 
     Patterns are resampled with replacement, the same index set for every layer/ROI pair,
     exactly as :func:`rsatoolbox.inference.eval_bootstrap_pattern` does for one data RDM:
     a pattern drawn ``c`` times contributes ``c_a c_b`` copies of each of its pairs, and
     the pairs of a pattern with its own copies (NaN in rsatoolbox) are dropped.
+
+    With ``pattern_groups``, groups are resampled instead, as ``eval_bootstrap_pattern``
+    with a ``pattern_descriptor`` (``bootstrap_sample_pattern``): each sample draws as many
+    groups as there are, with replacement, and takes every pattern of each drawn group (a
+    group drawn twice contributes its patterns twice; pairs of two patterns of one group are
+    kept, only a pattern's pairs with its own copies are dropped). Use it when neighbouring
+    patterns are dependent (moments of a movie: labels come in episodes, BOLD drifts), where
+    resampling single patterns gives too narrow intervals.
 
     Parameters
     ----------
@@ -283,14 +364,19 @@ def bootstrap_compare(
         Data RDMs (ROIs of all subjects), any pattern order; aligned to the model by id.
     method : str, default="corr"
         ``corr``, ``cosine``, ``spearman`` and ``rho-a`` run on the fast weighted path;
-        other methods (``tau-a``) resample the vectors explicitly (exact, slower).
+        other methods (``tau-a``) and RDMs with NaN (blanked) pairs resample the vectors
+        explicitly (exact, slower).
     n_bootstrap : int, default=1000
         Number of bootstrap samples (ignored when ``pattern_samples`` is given).
     seed : int or numpy.random.Generator, optional
         Seed of the resampling.
-    pattern_samples : array-like of int, shape (n_bootstrap, n_patterns), optional
-        Explicit resampled pattern indices (in the model's pattern order), e.g. to
-        reproduce another tool's draws.
+    pattern_samples : array-like of int, shape (n_bootstrap, k), optional
+        Explicit draws, e.g. to reproduce another tool's: pattern indices (model order) or,
+        with ``pattern_groups``, indices into the sorted distinct groups (``numpy.unique``
+        order, as ``bootstrap_sample_pattern`` draws them; k = number of groups there).
+    pattern_groups : str or array-like, optional
+        Resample groups of patterns: the name of a pattern descriptor of ``model_rdms`` or
+        one group label per pattern in the model's pattern order. Default: single patterns.
     pattern_key : str, default="id"
         Pattern descriptor holding the ids.
     model_descriptor : str, default="layer"
@@ -304,6 +390,10 @@ def bootstrap_compare(
     Returns
     -------
     BootstrapResult
+        Samples with fewer than 3 distinct patterns (with groups: 3 distinct groups, as
+        ``eval_bootstrap_pattern``) are NaN. With groups, ``groups`` and ``group_samples``
+        hold the draws (``pattern_samples`` is None) and :attr:`BootstrapResult.n_units`,
+        the number of groups, sets the tests' degrees of freedom.
     """
     ids = get_pattern_ids(model_rdms, pattern_key)
     n = len(ids)
@@ -315,15 +405,24 @@ def bootstrap_compare(
     )
     labels = pd.concat([label_frame(r, data_descriptors) for r in aligned], ignore_index=True)
     point = compare_vectors(x, y, method)
+    groups = None if pattern_groups is None else _pattern_groups(model_rdms, pattern_groups, n)
+    if groups is None:
+        n_units, code = n, None
+    else:
+        names, code = np.unique(groups, return_inverse=True)
+        n_units, code = len(names), code.ravel()
     if pattern_samples is None:
         rng = np.random.default_rng(seed)
-        samples_idx = rng.integers(0, n, size=(n_bootstrap, n))
+        draws = rng.integers(0, n_units, size=(n_bootstrap, n_units))
     else:
-        samples_idx = np.asarray(pattern_samples, dtype=np.int64)
-        if samples_idx.ndim != 2 or samples_idx.min() < 0 or samples_idx.max() >= n:
-            raise ValueError(f"pattern_samples must be (n_bootstrap, n) indices in [0, {n})")
-    counts = _pattern_counts(samples_idx, n)
-    valid = (counts > 0).sum(axis=1) >= 3
+        draws = np.asarray(pattern_samples, dtype=np.int64)
+        if draws.ndim != 2 or draws.min() < 0 or draws.max() >= n_units:
+            what = "groups" if groups is not None else "patterns"
+            raise ValueError(f"pattern_samples must be (n_bootstrap, k) indices of {what} "
+                             f"in [0, {n_units})")
+    unit_counts = _pattern_counts(draws, n_units)
+    counts = unit_counts if code is None else unit_counts[:, code]
+    valid = (unit_counts > 0).sum(axis=1) >= 3
     if nan_columns(x) is not None or nan_columns(y) is not None:
         fast = False
     else:
@@ -334,15 +433,19 @@ def bootstrap_compare(
     elif fast:
         boot = _boot_ranks(x, y, counts, method)
     else:
-        boot = np.full((len(samples_idx), x.shape[0], y.shape[0]), np.nan)
-        for b, s in enumerate(samples_idx):
+        boot = np.full((len(draws), x.shape[0], y.shape[0]), np.nan)
+        for b in range(len(draws)):
             if valid[b]:
-                idx = _resampled_index(s, n)
+                idx = _resampled_index(counts[b], n)
                 boot[b] = compare_vectors(x[:, idx], y[:, idx], method)
     boot[~valid] = np.nan
     return BootstrapResult(
         method, point, boot, model_names(model_rdms, model_descriptor), labels,
-        model_descriptor, n, samples_idx,
+        model_descriptor, n,
+        pattern_samples=draws if groups is None else None,
+        n_groups=None if groups is None else n_units,
+        groups=groups,
+        group_samples=None if groups is None else draws,
     )
 
 
@@ -358,12 +461,14 @@ def concat_bootstraps(results: Sequence[BootstrapResult]) -> BootstrapResult:
     Parameters
     ----------
     results : sequence of BootstrapResult
-        Same method, model names, number of patterns and number of samples.
+        Same method, model names, number of patterns and of samples, and the same kind of
+        resampling (single patterns, or the same number of groups).
 
     Returns
     -------
     BootstrapResult
-        ``pattern_samples`` is kept when all runs drew the same patterns, else None.
+        The draws (``pattern_samples``, or ``groups`` and ``group_samples``) are kept when
+        all runs drew the same, else None (the groups are kept when all runs share them).
 
     Raises
     ------
@@ -377,20 +482,30 @@ def concat_bootstraps(results: Sequence[BootstrapResult]) -> BootstrapResult:
     for r in results[1:]:
         same = (r.method == first.method and list(r.model_names) == list(first.model_names)
                 and r.n_patterns == first.n_patterns and r.n_bootstrap == first.n_bootstrap
-                and r.model_descriptor == first.model_descriptor)
+                and r.model_descriptor == first.model_descriptor
+                and r.n_groups == first.n_groups)
         if not same:
-            raise ValueError("bootstrap results differ in method, models, patterns or samples")
-    draws = first.pattern_samples
-    if draws is not None and not all(
-        r.pattern_samples is not None and np.array_equal(r.pattern_samples, draws)
-        for r in results[1:]
-    ):
-        draws = None
+            raise ValueError("bootstrap results differ in method, models, patterns, groups or "
+                             "samples")
+
+    def shared(name: str) -> np.ndarray | None:
+        value = getattr(first, name)
+        if value is None or not all(
+            getattr(r, name) is not None and np.array_equal(getattr(r, name), value)
+            for r in results[1:]
+        ):
+            return None
+        return value
+
+    groups = shared("groups")
     return BootstrapResult(
         first.method,
         np.concatenate([r.point for r in results], axis=1),
         np.concatenate([r.samples for r in results], axis=2),
         list(first.model_names),
         pd.concat([r.data_labels for r in results], ignore_index=True),
-        first.model_descriptor, first.n_patterns, draws,
+        first.model_descriptor, first.n_patterns, shared("pattern_samples"),
+        n_groups=first.n_groups,
+        groups=groups,
+        group_samples=shared("group_samples") if groups is not None else None,
     )

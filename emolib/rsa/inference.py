@@ -179,8 +179,9 @@ def calc_zero_tests(
         From :func:`bootstrap_compare`.
     test_type : {"t-test", "bootstrap"}, default="t-test"
         rsatoolbox's tests: a one-sided t-test of the bootstrap mean with the (corrected,
-        see :meth:`BootstrapResult.get_variance`) bootstrap variance and ``n_patterns - 1``
-        degrees of freedom, or the bootstrap proportion
+        see :meth:`BootstrapResult.get_variance`) bootstrap variance and ``n_units - 1``
+        degrees of freedom (:attr:`BootstrapResult.n_units`: the patterns, or the groups
+        of a grouped bootstrap), or the bootstrap proportion
         ``(#{samples <= 0} + 1) / n_bootstrap``.
     alpha : float, default=0.05
         FDR level for ``significant``.
@@ -201,7 +202,7 @@ def calc_zero_tests(
         mean = boot.get_means()
         var = boot.get_variance(corrected=True)
         t = mean / np.sqrt(np.maximum(var, np.finfo(float).eps))
-        p = scipy.stats.t.sf(t, boot.n_patterns - 1)
+        p = scipy.stats.t.sf(t, boot.n_units - 1)
         frame["t"] = t.T.reshape(-1)
     elif test_type == "bootstrap":
         finite = np.isfinite(s)
@@ -216,18 +217,19 @@ def calc_zero_tests(
 
 
 def _difference_test(
-    diffs: np.ndarray, n_patterns: int, test_type: str
+    diffs: np.ndarray, n_units: int, test_type: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Standard error and two-sided p of bootstrap differences (axis 0: samples).
 
     rsatoolbox's pair tests: a t-test of the mean difference with the corrected bootstrap
-    variance and ``n_patterns - 1`` degrees of freedom, or the bootstrap proportion test of
+    variance and ``n_units - 1`` degrees of freedom (``n_units``: the resampled patterns or
+    groups), or the bootstrap proportion test of
     ``rsatoolbox.util.inference_util.bootstrap_pair_tests`` (ties left out).
     """
-    se = np.sqrt(diffs.var(axis=0, ddof=1) * _variance_correction(n_patterns))
+    se = np.sqrt(diffs.var(axis=0, ddof=1) * _variance_correction(n_units))
     if test_type == "t-test":
         t = diffs.mean(axis=0) / np.sqrt(np.maximum(se**2, np.finfo(float).eps))
-        p = 2 * scipy.stats.t.sf(np.abs(t), n_patterns - 1)
+        p = 2 * scipy.stats.t.sf(np.abs(t), n_units - 1)
     elif test_type == "bootstrap":
         n = diffs.shape[0]
         prop = (diffs < 0).sum(axis=0) / (n - (diffs == 0).sum(axis=0))
@@ -252,7 +254,7 @@ def calc_pair_tests(
         From :func:`bootstrap_compare`.
     test_type : {"t-test", "bootstrap"}, default="t-test"
         rsatoolbox's pair tests: a two-sided t-test of the difference of bootstrap means
-        with the corrected bootstrap variance of the difference (``n_patterns - 1`` dof), or the
+        with the corrected bootstrap variance of the difference (``n_units - 1`` dof), or the
         bootstrap proportion test of ``rsatoolbox.util.inference_util.bootstrap_pair_tests``.
     alpha : float, default=0.05
         FDR level for ``significant``.
@@ -269,7 +271,7 @@ def calc_pair_tests(
     n_model = len(boot.model_names)
     ia, ib = np.triu_indices(n_model, 1)
     diffs = s[:, ia, :] - s[:, ib, :]  # (n_boot, n_pairs, n_data)
-    se, p = _difference_test(diffs, boot.n_patterns, test_type)
+    se, p = _difference_test(diffs, boot.n_units, test_type)
     name = boot.model_descriptor
     rows = []
     for r in range(len(boot.data_labels)):
@@ -316,7 +318,7 @@ def calc_group_contrast(
         Data label holding ``a`` and ``b``.
     test_type : {"t-test", "bootstrap"}, default="t-test"
         As :func:`calc_pair_tests`: a two-sided t-test of the difference with the corrected
-        bootstrap variance (``n_patterns - 1`` dof), or the bootstrap proportion test.
+        bootstrap variance (``n_units - 1`` dof), or the bootstrap proportion test.
     alpha : float, default=0.05
         FDR level for ``significant``.
     level : float, default=0.95
@@ -350,7 +352,7 @@ def calc_group_contrast(
                              f"{dict(key[rest]) if rest else 'table'}")
         diffs = s[:, :, ia[0]] - s[:, :, ib[0]]  # (n_boot, n_model)
         point = boot.point[:, ia[0]] - boot.point[:, ib[0]]
-        se, p = _difference_test(diffs, boot.n_patterns, test_type)
+        se, p = _difference_test(diffs, boot.n_units, test_type)
         lo = np.percentile(diffs, cut, axis=0)
         hi = np.percentile(diffs, 100 - cut, axis=0)
         for m, model in enumerate(boot.model_names):
