@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from emolib.forrest.leaks import HRF_SPAN_S
 from emolib.forrest.splits import Split, guard
 
 __all__ = [
@@ -23,7 +24,7 @@ __all__ = [
 
 
 def inner_validation(samples: pd.DataFrame, split: Split, kind: str, seed: int = 0,
-                     tr: float = 2.0, hrf_lag: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+                     tr: float = 2.0, span_s: float = HRF_SPAN_S) -> tuple[np.ndarray, np.ndarray]:
     """Carve a validation set out of ``split.train`` for early stopping.
 
     For ``"run"`` and ``"subject"`` splits: the training run that follows the test run
@@ -46,7 +47,7 @@ def inner_validation(samples: pd.DataFrame, split: Split, kind: str, seed: int =
     later = [r for r in train_runs if r > test_run]
     val_run = later[0] if later else train_runs[0]
     val = split.train[runs[split.train] == val_run]
-    inner = guard(samples, "inner", split.train[runs[split.train] != val_run], val, tr, hrf_lag)
+    inner = guard(samples, "inner", split.train[runs[split.train] != val_run], val, tr, span_s)
     return inner.train, val
 
 

@@ -19,30 +19,32 @@ from emolib.forrest.dataprep import (
     zscore_volumes,
 )
 from emolib.forrest.labels import class_counts, consensus_labels, select_classes
+from emolib.forrest.leaks import (
+    HRF_SPAN_S,
+    LeakageError,
+    LeakReport,
+    assert_no_leak,
+    find_leaks,
+    leak_table,
+)
 from emolib.forrest.patterns import (
+    add_pattern_groups,
     average_over_blocks,
     calc_brain_rdms,
     calc_network_rdms,
     define_patterns,
 )
 from emolib.forrest.rois import RoiSet, load_atlas, make_rois, masks_from_labels, parcellate_mask
-from emolib.forrest.splits import (
-    LeakageError,
-    LeakReport,
-    Split,
-    assert_no_leak,
-    find_leaks,
-    guard,
-    make_splits,
-    removal_table,
-)
+from emolib.forrest.splits import Split, guard, make_splits, removal_table
 from emolib.forrest.timing import STUDYFORREST, RunTiming
 
 __all__ = [
-    "STUDYFORREST", "LeakReport", "LeakageError", "PreparedData", "RoiSet", "RunTiming",
+    "HRF_SPAN_S", "STUDYFORREST", "LeakReport", "LeakageError", "PreparedData", "RoiSet",
+    "RunTiming",
     "Split", "assert_no_leak", "calc_brain_rdms", "calc_network_rdms", "class_counts",
     "average_over_blocks", "consensus_labels", "define_patterns", "find_leaks", "guard",
-    "label_volumes", "load_atlas",
+    "add_pattern_groups",
+    "label_volumes", "leak_table", "load_atlas",
     "load_prepared", "make_rois", "make_splits", "masks_from_labels", "parcellate_mask",
     "prepare_dataset", "removal_table", "select_classes", "summarize_inputs", "zscore_volumes",
 ]

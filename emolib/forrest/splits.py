@@ -1,17 +1,20 @@
-"""Train/test splits of the sample table that do not leak, and a checker that proves it.
+"""Train/test splits of the sample table that do not leak.
 
 Every sample is a BOLD volume acquired at movie time ``t``; it reflects what was on screen
-from ``t - hrf_lag`` until ``t + tr`` (the hemodynamic lag widens the moment). Two samples share
-a movie moment when these intervals overlap: the same scene seen by another subject, or seen
-again in the 16-s overlap of two runs, or close enough in time that the sluggish BOLD response
-mixes them. A split leaks when a training sample shares a moment with a test sample (or is the
-very same volume): the network can then recognise the scene rather than the emotion.
+from ``t - span_s`` until ``t + tr``, where ``span_s`` is how long the hemodynamic response
+lasts (:data:`emolib.forrest.leaks.HRF_SPAN_S`, 20 s). Two samples share a movie moment when
+these intervals overlap: the same scene seen by another subject, or seen again in the 16-s
+overlap of two runs, or close enough in time that the sluggish BOLD response mixes them. A
+split leaks when a training sample shares a moment with a test sample (or is the very same
+volume): the network can then recognise the scene rather than the emotion. The guards here
+remove such training samples; :mod:`emolib.forrest.leaks` checks the result with code of its
+own.
 
 Split kinds:
 
 ``"run"`` (default)
     Leave one run out: test on run ``r`` of every subject, train on the other runs, minus the
-    training samples that share a moment with the test set (the run overlaps and the lag).
+    training samples that share a moment with the test set (the run overlaps and the response).
 ``"subject"``
     Leave one subject out *across time*: the same movie moments were seen by every subject, so
     holding out a subject alone would leave the test scenes in training. Fold ``k`` tests
@@ -20,7 +23,8 @@ Split kinds:
 ``"random"``
     The original project's random 80/20 split of volumes. It leaks (the same moments, seen by
     other subjects and in neighbouring volumes, fall on both sides) and is kept only to show
-    how much that inflates the scores. :func:`find_leaks` reports its leak.
+    how much that inflates the scores. :func:`emolib.forrest.leaks.find_leaks` counts its
+    leak.
 """
 
 from __future__ import annotations
@@ -30,16 +34,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from emolib.forrest.leaks import HRF_SPAN_S
+
 __all__ = [
-    "KINDS", "LeakReport", "LeakageError", "Split", "assert_no_leak", "find_leaks",
-    "guard", "make_splits", "moment_conflicts", "removal_table",
+    "KINDS", "Split", "guard", "make_splits", "moment_conflicts", "removal_table",
 ]
 
 KINDS = ("run", "subject", "random")
-
-
-class LeakageError(AssertionError):
-    """A split puts the same volume or the same movie moment on both sides."""
 
 
 @dataclass
@@ -54,18 +55,14 @@ class Split:
         Row positions of the training and test samples.
     removed : dict of str to int
         Training samples dropped by each guard: ``"same moment, same subject"``,
-        ``"same moment, other subject"``, ``"lag window, same subject"``,
-        ``"lag window, other subject"``.
+        ``"same moment, other subject"``, ``"response window, same subject"``,
+        ``"response window, other subject"``.
     """
 
     name: str
     train: np.ndarray
     test: np.ndarray
     removed: dict[str, int] = field(default_factory=dict)
-
-
-def _intervals(samples: pd.DataFrame, hrf_lag: float) -> np.ndarray:
-    return samples["movie_time"].to_numpy(float) - hrf_lag
 
 
 def _nearest_gap(starts: np.ndarray, ref_sorted: np.ndarray) -> np.ndarray:
@@ -80,25 +77,25 @@ def _nearest_gap(starts: np.ndarray, ref_sorted: np.ndarray) -> np.ndarray:
 
 def moment_conflicts(
     samples: pd.DataFrame, train: np.ndarray, test: np.ndarray, tr: float = 2.0,
-    hrf_lag: float = 4.0,
+    span_s: float = HRF_SPAN_S,
 ) -> dict[str, np.ndarray]:
     """Training samples that share a movie moment with the test set, by kind.
 
-    A sample covers the stimulus interval ``[t - hrf_lag, t + tr)`` of movie time ``t``; two
-    intervals of equal length ``tr + hrf_lag`` overlap when their starts differ by less than
-    that length. *Same moment* means within one TR (the same scene); *lag window* the rest.
+    A sample covers the stimulus interval ``[t - span_s, t + tr)`` of movie time ``t``; two
+    intervals of equal length ``tr + span_s`` overlap when their starts differ by less than
+    that length. *Same moment* means within one TR (the same scene); *response window* the rest.
     Each conflicting sample is listed under the first kind that applies, in the order
-    same moment (same subject, other subject), then lag window (same, other).
+    same moment (same subject, other subject), then response window (same, other).
 
     Returns
     -------
     dict of str to numpy.ndarray
         Guard name -> positions (into ``samples``) of conflicting training samples.
     """
-    start = _intervals(samples, hrf_lag)
+    start = samples["movie_time"].to_numpy(float) - span_s
     subj = samples["subject"].to_numpy()
     out: dict[str, list[np.ndarray]] = {}
-    span = tr + hrf_lag
+    span = tr + span_s
     for same in (True, False):
         who = "same subject" if same else "other subject"
         gaps = np.full(train.size, np.inf)
@@ -107,10 +104,10 @@ def moment_conflicts(
             ref = start[test][(subj[test] == s) if same else (subj[test] != s)]
             gaps[tr_mask] = _nearest_gap(start[train][tr_mask], np.sort(ref))
         out[f"same moment, {who}"] = train[gaps < tr - 1e-9]
-        out[f"lag window, {who}"] = train[(gaps >= tr - 1e-9) & (gaps < span - 1e-9)]
+        out[f"response window, {who}"] = train[(gaps >= tr - 1e-9) & (gaps < span - 1e-9)]
     # make the kinds exclusive, in this order, so that each sample is counted once
     order = ["same moment, same subject", "same moment, other subject",
-             "lag window, same subject", "lag window, other subject"]
+             "response window, same subject", "response window, other subject"]
     seen = np.array([], dtype=train.dtype)
     exclusive = {}
     for k in order:
@@ -120,9 +117,9 @@ def moment_conflicts(
 
 
 def guard(samples: pd.DataFrame, name: str, train: np.ndarray, test: np.ndarray,
-          tr: float = 2.0, hrf_lag: float = 4.0) -> Split:
+          tr: float = 2.0, span_s: float = HRF_SPAN_S) -> Split:
     """Drop from ``train`` every sample that shares a movie moment with ``test``."""
-    conflicts = moment_conflicts(samples, train, test, tr, hrf_lag)
+    conflicts = moment_conflicts(samples, train, test, tr, span_s)
     drop = np.unique(np.concatenate(list(conflicts.values()))) if conflicts else np.array([])
     keep = np.setdiff1d(train, drop)
     return Split(name, keep, np.sort(test), {k: int(v.size) for k, v in conflicts.items()})
@@ -132,7 +129,7 @@ def make_splits(
     samples: pd.DataFrame,
     kind: str = "run",
     tr: float = 2.0,
-    hrf_lag: float = 4.0,
+    span_s: float = HRF_SPAN_S,
     test_size: float = 0.2,
     seed: int = 0,
     folds: list[int] | None = None,
@@ -146,8 +143,9 @@ def make_splits(
         ``volume``, ``movie_time``); only rows to be used should be passed.
     kind : {"run", "subject", "random"}, default="run"
         Split kind.
-    tr, hrf_lag : float
-        Define the movie moment of a sample (see :func:`moment_conflicts`).
+    tr, span_s : float
+        Repetition time and seconds of stimulus history of a volume: define what two
+        samples share (see :func:`moment_conflicts`).
     test_size : float, default=0.2
         Test fraction of the random split.
     seed : int, default=0
@@ -167,13 +165,13 @@ def make_splits(
     out: list[Split] = []
     if kind == "run":
         for r in sorted(np.unique(runs)):
-            out.append(guard(samples, f"run-{r}", pos[runs != r], pos[runs == r], tr, hrf_lag))
+            out.append(guard(samples, f"run-{r}", pos[runs != r], pos[runs == r], tr, span_s))
     elif kind == "subject":
         run_list = sorted(np.unique(runs))
         for k, s in enumerate(sorted(np.unique(subj))):
             r = run_list[k % len(run_list)]
             test = pos[(subj == s) & (runs == r)]
-            out.append(guard(samples, f"sub-{s}/run-{r}", pos[subj != s], test, tr, hrf_lag))
+            out.append(guard(samples, f"sub-{s}/run-{r}", pos[subj != s], test, tr, span_s))
     else:
         rng = np.random.default_rng(seed)
         perm = rng.permutation(pos)
@@ -182,53 +180,6 @@ def make_splits(
     if folds is not None:
         out = [out[i] for i in folds if i < len(out)]
     return out
-
-
-@dataclass
-class LeakReport:
-    """What :func:`find_leaks` found in one split."""
-
-    split: str
-    same_volume: int
-    same_moment: int
-    lag_window: int
-
-    @property
-    def leaks(self) -> bool:
-        """Whether anything leaks."""
-        return bool(self.same_volume or self.same_moment or self.lag_window)
-
-
-def find_leaks(samples: pd.DataFrame, split: Split, tr: float = 2.0,
-               hrf_lag: float = 4.0) -> LeakReport:
-    """Count what a split shares between training and test.
-
-    ``same_volume``: training samples that are the very volume (subject, run, volume) of a test
-    sample; ``same_moment`` / ``lag_window``: training samples sharing a movie moment with a
-    test sample, within one TR or (otherwise) within the lag window, of any subject. Each
-    training sample is counted once. Computed independently of the guards' bookkeeping.
-    """
-    key = samples["subject"].astype(str) + "/" + samples["run"].astype(str) + "/" + \
-        samples["volume"].astype(str)
-    key = key.to_numpy()
-    same_volume = int(np.isin(key[split.train], key[split.test]).sum())
-    start = _intervals(samples, hrf_lag)
-    gaps = _nearest_gap(start[split.train], np.sort(start[split.test]))
-    moment = int((gaps < tr - 1e-9).sum())
-    lag = int(((gaps >= tr - 1e-9) & (gaps < tr + hrf_lag - 1e-9)).sum())
-    return LeakReport(split.name, same_volume, moment, lag)
-
-
-def assert_no_leak(samples: pd.DataFrame, splits: list[Split], tr: float = 2.0,
-                   hrf_lag: float = 4.0) -> None:
-    """Raise :class:`LeakageError` naming the first split that leaks."""
-    for split in splits:
-        report = find_leaks(samples, split, tr, hrf_lag)
-        if report.leaks:
-            raise LeakageError(
-                f"split {split.name!r} leaks: {report.same_volume} identical volume(s), "
-                f"{report.same_moment} training sample(s) at a test moment, "
-                f"{report.lag_window} within the lag window")
 
 
 def removal_table(splits: list[Split]) -> pd.DataFrame:
