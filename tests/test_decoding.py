@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from emolib.decoding import cyclic_shift_labels, ground_truth_check, load_decoding, run_decoding
+from emolib.decoding import (
+    cyclic_shift_labels,
+    ground_truth_check,
+    load_decoding,
+    run_decoding,
+    split_inflation,
+)
 from emolib.decoding.evaluate import (
     auc_per_class,
     classification_metrics,
@@ -21,9 +27,10 @@ CFG = TrainConfig(epochs=8, batch_size=16, t_max=8, patience=10, seed=0)
 
 @pytest.fixture(scope="module")
 def truth_check(tmp_path_factory):
-    """Planted and null twins decoded with the run split (see ground_truth_check)."""
+    """Planted and null twins decoded with the run split, the null twin also with the random
+    split (see ground_truth_check)."""
     root = tmp_path_factory.mktemp("truth")
-    table = ground_truth_check(root, CFG, n_permutations=199)
+    table = ground_truth_check(root, CFG, n_permutations=199, random_split=True)
     return root, table.set_index(["data", "model"])
 
 
@@ -53,6 +60,24 @@ def test_null_twin_stays_within_its_null(truth_check):
         row = table.loc[("null", model)]
         assert row["null_sd"] > 0
         assert abs(row["macro_auc"] - row["null_mean"]) <= 4 * row["null_sd"]
+
+
+def test_split_inflation_on_the_null_twin(truth_check):
+    """The random split of the null twin against its run split: same volumes, one row per
+    model, the difference inside its jackknife interval (the leak's size is measured over
+    many datasets in tests/test_synthetic.py, not asserted on one)."""
+    root = truth_check[0]
+    random_result = load_decoding(root / "null" / "random")
+    run_result = load_decoding(root / "null" / "decoding")
+    assert random_result.kind == "random" and run_result.kind == "run"
+    table = split_inflation(random_result, run_result).set_index("model")
+    assert list(table.index) == ["cnn", "linear", "chance"]
+    for model, row in table.iterrows():
+        y, p, meta = random_result.probs(model)
+        assert row["auc_leaky"] == pytest.approx(macro_auc(y, p, 5, meta["fold"].to_numpy()))
+        assert row["inflation"] == pytest.approx(row["auc_leaky"] - row["auc_honest"])
+        assert row["low"] < row["inflation"] < row["high"]
+        assert row["dof"] >= 10
 
 
 def test_fold_metrics_per_fold(planted):

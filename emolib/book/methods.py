@@ -126,15 +126,23 @@ def describe_training(runs: dict) -> str:
             f"accuracy (seed {c['seed']}). " + (
                 "No leakage guard: this split is shown only to measure the original's leak."
                 if p["kind"] == "random" else
-                f"Training samples sharing a movie moment with the test set within a "
-                f"{p['hrf_lag']:g}-s lag window were removed, and so were those sharing one "
-                f"with the inner validation run."))
+                f"Training samples within {p.get('span_s', 20.0) + 2:g} s of movie time of a "
+                f"test sample (one TR plus the {p.get('span_s', 20.0):g}-s hemodynamic "
+                f"response) were removed, and so were those that close to the inner "
+                f"validation run; an independent checker verified every fold."))
     extra = []
     if nb:
-        extra.append(f"AUCs were computed within test folds and averaged; 95 % intervals from "
-                     f"{nb.get('n_bootstrap', 'n/a')} cluster-bootstrap resamples of movie "
-                     f"moments; p-values from {nb.get('n_permutations', 'n/a')} cyclic shifts "
-                     f"of the labels along movie time within folds.")
+        block = nb.get("ci_block_s", 60.0)
+        unit = "single movie moments" if block is None else f"{block:g}-s stretches of movie time"
+        if nb.get("ci_method", "jackknife") == "bootstrap":
+            how = (f"percentile intervals from {nb.get('n_bootstrap', 'n/a')} bootstrap "
+                   f"resamples of {unit} within folds")
+        else:
+            how = (f"delete-one-block jackknife t-intervals over {unit}, stratified by fold")
+        extra.append(f"AUCs were computed within test folds and averaged; 95 % intervals: "
+                     f"{how}; p-values from {nb.get('n_permutations', 'n/a')} cyclic shifts "
+                     f"of the labels along movie time within folds (the exact set of shift "
+                     f"combinations when it is small enough).")
     extra.append("Baselines in the same folds: L2-regularised multinomial logistic regression "
                  "on the standardised voxels of the mask (strength chosen among 1e-3, 1e-2, "
                  "1e-1 on the inner validation run), and random scores (chance).")

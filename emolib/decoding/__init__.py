@@ -4,11 +4,11 @@
   same leakage-free folds (checkpointed, resumable), :func:`summarize_decoding`,
   :func:`ground_truth_check` (planted vs null twins), :func:`load_decoding`.
 - :mod:`~emolib.decoding.baselines`: the inner validation set, the linear baseline.
-- :mod:`~emolib.decoding.evaluate`: AUCs per class and fold, ROC curves, the block bootstrap
-  (:func:`cluster_bootstrap` over :func:`time_blocks`).
+- :mod:`~emolib.decoding.evaluate`: AUCs per class and fold, ROC curves, intervals over
+  blocks of movie time (:func:`block_jackknife`, :func:`cluster_bootstrap`, :func:`time_blocks`).
 - :mod:`~emolib.decoding.nulls`: the time-aware (cyclic-shift) permutation null.
 - :mod:`~emolib.decoding.calibration`, :mod:`~emolib.decoding.coverage`: the size of the null
-  and the coverage of the intervals, measured over many null datasets.
+  and the coverage of the intervals, measured over many simulated datasets.
 
 Data flow: :class:`emolib.forrest.PreparedData` + :mod:`emolib.forrest.splits` ->
 :func:`run_decoding` (:mod:`emolib.models`) -> predictions -> evaluate / nulls.
@@ -21,12 +21,15 @@ from emolib.decoding.crossval import (
     ground_truth_check,
     load_decoding,
     run_decoding,
+    split_inflation,
     summarize_decoding,
 )
 from emolib.decoding.evaluate import (
     auc_per_class,
+    block_jackknife,
     classification_metrics,
     cluster_bootstrap,
+    difference_jackknife,
     fold_metrics,
     macro_auc,
     roc_curves,
@@ -41,8 +44,9 @@ from emolib.decoding.nulls import (
 
 __all__ = [
     "MODELS", "DecodingResult", "PermutationResult", "auc_per_class", "classification_metrics",
-    "cluster_bootstrap", "cyclic_shift_labels", "fold_metrics", "fold_shift_aucs",
-    "ground_truth_check",
+    "block_jackknife", "cluster_bootstrap", "cyclic_shift_labels", "difference_jackknife",
+    "fold_metrics",
+    "fold_shift_aucs", "ground_truth_check",
     "inner_validation", "linear_baseline", "load_decoding", "macro_auc", "permutation_test",
-    "roc_curves", "run_decoding", "summarize_decoding", "time_blocks",
+    "roc_curves", "run_decoding", "split_inflation", "summarize_decoding", "time_blocks",
 ]

@@ -3,8 +3,10 @@
 A p-value promises ``P(p <= alpha) <= alpha`` over datasets in which there is nothing to find;
 one dataset cannot show that, many can. :func:`null_pvalues` draws null realisations through
 the real pipeline (a generated StudyForrest-shaped dataset with nothing planted, prepared,
-split by run, decoded, tested with :func:`emolib.decoding.permutation_test`) and
-:func:`size_table` reports the size at each alpha with exact (Clopper-Pearson) intervals.
+split by run, decoded, tested with :func:`emolib.decoding.permutation_test`, its interval from
+:func:`emolib.decoding.block_jackknife`); :func:`size_table` reports the size at each alpha and
+:func:`coverage_table` how often the 95 % intervals contain the true 0.5, both with exact
+(Clopper-Pearson) intervals.
 ``benchmarks/bench_calibration.py`` runs it at scale; the suite runs a small version.
 """
 
@@ -21,12 +23,13 @@ from tqdm.auto import tqdm
 
 from emolib.decoding.baselines import inner_validation, linear_baseline
 from emolib.decoding.crossval import run_decoding
+from emolib.decoding.evaluate import block_jackknife, time_blocks
 from emolib.decoding.nulls import permutation_test
 from emolib.forrest import RunTiming, make_splits, prepare_dataset
 from emolib.models import TrainConfig
 from emolib.synthetic import generate_studyforrest
 
-__all__ = ["NULL_TIMING", "clopper_pearson", "null_pvalues", "size_table"]
+__all__ = ["NULL_TIMING", "clopper_pearson", "coverage_table", "null_pvalues", "size_table"]
 
 #: Three overlapping 3-minute runs: the smallest movie with several episodes per class.
 NULL_TIMING = RunTiming(starts=(0.0, 172.0, 344.0), n_volumes=(90, 90, 90), tr=2.0)
@@ -40,8 +43,8 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _null_run(root: Path, seed: int, cnn_epochs: int, shape, n_permutations: int
-              ) -> dict[str, float]:
+def _null_run(root: Path, seed: int, cnn_epochs: int, shape, n_permutations: int,
+              block_s: float) -> dict[str, dict[str, float]]:
     ds = generate_studyforrest(root / "ds", n_subjects=2, shape=shape, timing=NULL_TIMING,
                                null=True, seed=seed, progress=False, overwrite=True)
     prep = prepare_dataset(ds / "ds000113", ds / "annotations", root / "prep",
@@ -68,9 +71,13 @@ def _null_run(root: Path, seed: int, cnn_epochs: int, shape, n_permutations: int
         runs = {"linear": (y[tested], probs[tested], samples[tested].assign(fold=fold[tested]))}
     out = {}
     for model, (y, p, meta) in runs.items():
-        test = permutation_test(y, p, meta["movie_time"].to_numpy(), meta["fold"].to_numpy(),
-                                n_classes, n_permutations=n_permutations, seed=seed)
-        out[model] = test.p_value
+        times, folds = meta["movie_time"].to_numpy(), meta["fold"].to_numpy()
+        test = permutation_test(y, p, times, folds, n_classes, n_permutations=n_permutations,
+                                seed=seed)
+        ci = block_jackknife(y, p, time_blocks(times, block_s), n_classes,
+                             folds=folds).set_index("metric").loc["macro_auc"]
+        out[model] = {"p_value": test.p_value, "macro_auc": float(ci["estimate"]),
+                      "ci_low": float(ci["low"]), "ci_high": float(ci["high"])}
     return out
 
 
@@ -83,27 +90,31 @@ def null_pvalues(
     cnn_epochs: int = 4,
     shape: tuple[int, int, int] = (12, 12, 10),
     n_permutations: int = 199,
+    block_s: float = 30.0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Permutation p-values of decoders on ``n`` generated null datasets.
+    """Permutation p-values and interval of decoders on ``n`` generated null datasets.
 
     Each realisation generates a dataset with nothing planted (2 subjects, the three runs of
     :data:`NULL_TIMING`, generated annotations, seed ``seed + r``), prepares it (consensus
     labels, 12 steps per class), splits it by run and decodes it with the linear baseline as
     :func:`emolib.decoding.run_decoding` fits it; the first ``cnn`` realisations run the whole
     :func:`~emolib.decoding.run_decoding` (CNN of ``cnn_epochs`` epochs and the baselines).
+    Each decoding's 95 % interval of the fold-averaged macro AUC is the block jackknife's over
+    ``block_s``-second blocks of movie time (30 s: six per 3-minute run).
 
     Returns
     -------
     pandas.DataFrame
-        One row per realisation and model: ``realisation``, ``seed``, ``model``, ``p_value``.
+        One row per realisation and model: ``realisation``, ``seed``, ``model``, ``p_value``,
+        ``macro_auc``, ``ci_low``, ``ci_high``.
     """
     root = Path(work_dir)
     rows = []
     for r in tqdm(range(n), desc="null datasets", disable=not progress):
-        res = _null_run(root, seed + r, cnn_epochs if r < cnn else 0, shape, n_permutations)
-        rows += [{"realisation": r, "seed": seed + r, "model": m, "p_value": p}
-                 for m, p in res.items()]
+        res = _null_run(root, seed + r, cnn_epochs if r < cnn else 0, shape, n_permutations,
+                        block_s)
+        rows += [{"realisation": r, "seed": seed + r, "model": m, **v} for m, v in res.items()]
     return pd.DataFrame(rows)
 
 
@@ -118,4 +129,18 @@ def size_table(pvalues: pd.DataFrame, alphas: Sequence[float] = (0.05, 0.01),
             lo, hi = clopper_pearson(k, len(p), level)
             rows.append({"model": model, "alpha": alpha, "n_datasets": len(p),
                          "rejections": k, "size": k / len(p), "low": lo, "high": hi})
+    return pd.DataFrame(rows)
+
+
+def coverage_table(runs: pd.DataFrame, truth: float = 0.5, level: float = 0.95
+                   ) -> pd.DataFrame:
+    """Per model, how often the intervals of :func:`null_pvalues` contain ``truth``
+    (``covered`` of ``n_datasets``, ``coverage`` and its Clopper-Pearson interval)."""
+    rows = []
+    for model, part in runs.groupby("model", sort=False):
+        k = int(((part["ci_low"] <= truth) & (truth <= part["ci_high"])).sum())
+        lo, hi = clopper_pearson(k, len(part), level)
+        rows.append({"model": model, "n_datasets": len(part), "covered": k,
+                     "coverage": k / len(part), "low": lo, "high": hi,
+                     "mean_width": float((part["ci_high"] - part["ci_low"]).mean())})
     return pd.DataFrame(rows)

@@ -32,9 +32,17 @@ import numpy as np
 import pandas as pd
 
 from emolib.decoding.baselines import inner_validation, linear_baseline
-from emolib.decoding.evaluate import cluster_bootstrap, fold_metrics, macro_auc, time_blocks
+from emolib.decoding.evaluate import (
+    block_jackknife,
+    cluster_bootstrap,
+    difference_jackknife,
+    fold_metrics,
+    macro_auc,
+    time_blocks,
+)
 from emolib.decoding.nulls import permutation_test
 from emolib.forrest.dataprep import PreparedData, prepare_dataset
+from emolib.forrest.leaks import HRF_SPAN_S, assert_no_leak
 from emolib.forrest.splits import make_splits, removal_table
 from emolib.forrest.timing import RunTiming
 from emolib.manifest import write_manifest
@@ -43,7 +51,7 @@ from emolib.synthetic import generate_studyforrest
 
 __all__ = [
     "DecodingResult", "MODELS", "STAGE", "ground_truth_check", "load_decoding",
-    "run_decoding", "summarize_decoding",
+    "run_decoding", "split_inflation", "summarize_decoding",
 ]
 
 STAGE = "02_training"
@@ -84,7 +92,7 @@ def run_decoding(
     kind: str = "run",
     config: TrainConfig = TrainConfig(),
     folds: list[int] | None = None,
-    hrf_lag: float = 4.0,
+    span_s: float = HRF_SPAN_S,
     baselines: bool = True,
     progress: bool = True,
     restart: bool = False,
@@ -103,8 +111,11 @@ def run_decoding(
         CNN training parameters.
     folds : list of int, optional
         Run only these folds (0-based), e.g. to fit a small machine.
-    hrf_lag : float, default=4.0
-        Lag used by the leakage guards.
+    span_s : float, default=HRF_SPAN_S
+        Seconds of stimulus history one volume reflects (the hemodynamic response's
+        length, 20 s): the leakage guards drop training samples within ``span_s + tr`` of
+        movie time of a test sample (:mod:`emolib.forrest.splits`), and the independent
+        checker (:func:`emolib.forrest.assert_no_leak`) verifies every fold before training.
     baselines : bool, default=True
         Also fit the linear and chance baselines in every fold.
     progress : bool, default=True
@@ -122,7 +133,9 @@ def run_decoding(
     y_all = samples["y"].to_numpy()
     classes = prepared.classes
     n_classes = len(classes)
-    splits = make_splits(samples, kind, hrf_lag=hrf_lag, seed=config.seed, folds=folds)
+    splits = make_splits(samples, kind, span_s=span_s, seed=config.seed, folds=folds)
+    if kind != "random":  # the random split leaks by design (chapter 02 counts it)
+        assert_no_leak(samples, splits, span_s=span_s)
     cols = [f"p_{c}" for c in classes]
     preds, histories = [], []
     for i, split in enumerate(splits, start=1):
@@ -136,7 +149,7 @@ def run_decoding(
             preds.append(fold_preds)
             histories.append(pd.read_csv(fdir / "history.csv").assign(fold=split.name))
             continue
-        tr_idx, val_idx = inner_validation(samples, split, kind, config.seed, hrf_lag=hrf_lag)
+        tr_idx, val_idx = inner_validation(samples, split, kind, config.seed, span_s=span_s)
         x_tr = np.asarray(volumes[sel[tr_idx]])
         x_val = np.asarray(volumes[sel[val_idx]])
         x_te = np.asarray(volumes[sel[split.test]])
@@ -173,7 +186,7 @@ def run_decoding(
     history.to_csv(folder / "history.csv", index=False)
     fold_table.to_csv(folder / "folds.csv", index=False)
     write_manifest(folder, STAGE, {"kind": kind, "config": config.to_dict(), "folds": folds,
-                                   "hrf_lag": hrf_lag, "baselines": baselines,
+                                   "span_s": span_s, "baselines": baselines,
                                    "dataprep": str(prepared.folder)},
                    outputs={"classes": classes, "n_folds": len(splits),
                             "n_predictions": int((predictions["model"] == "cnn").sum())})
@@ -181,25 +194,34 @@ def run_decoding(
 
 
 def summarize_decoding(result: DecodingResult, n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95, block_s: float | None = 60.0) -> pd.DataFrame:
-    """One row per model: fold-averaged macro AUC and balanced accuracy with block-bootstrap
-    CIs, and per-class AUCs (within folds, averaged).
+                       level: float = 0.95, block_s: float | None = 60.0,
+                       interval: str = "jackknife") -> pd.DataFrame:
+    """One row per model: fold-averaged macro AUC and balanced accuracy with block intervals,
+    and per-class AUCs (within folds, averaged).
 
-    The bootstrap resamples, within each fold, whole stretches of ``block_s`` seconds of
-    movie time (:func:`emolib.decoding.evaluate.time_blocks`), every subject's volumes of
-    them together: labels come in episodes and outputs drift, so single moments are not
-    independent. ``block_s=None`` resamples single moments (intervals too narrow under that
-    dependence: ``benchmarks/bench_interval_coverage.py`` measures the coverage of both).
+    The unit of the intervals is a stretch of ``block_s`` seconds of movie time within a
+    fold (:func:`emolib.decoding.evaluate.time_blocks`), every subject's volumes of it
+    together: labels come in episodes and outputs drift, so single moments are not
+    independent (``block_s=None`` treats them as if they were). ``interval="jackknife"``
+    (default) gives delete-one-block jackknife t-intervals
+    (:func:`~emolib.decoding.evaluate.block_jackknife`), ``"bootstrap"`` percentile intervals
+    from ``n_boot`` block-bootstrap draws (:func:`~emolib.decoding.evaluate.cluster_bootstrap`,
+    too narrow: ``benchmarks/bench_interval_coverage.py`` measures the coverage of both).
     """
-
+    if interval not in ("jackknife", "bootstrap"):
+        raise ValueError(f"interval must be 'jackknife' or 'bootstrap', got {interval!r}")
     rows = []
     for model in [m for m in MODELS if m in set(result.predictions["model"])]:
         y, p, meta = result.probs(model)
         folds = meta["fold"].to_numpy()
         times = meta["movie_time"].to_numpy()
         clusters = times if block_s is None else time_blocks(times, block_s)
-        ci = cluster_bootstrap(y, p, clusters, len(result.classes),
-                               n_boot=n_boot, seed=seed, level=level, folds=folds)
+        if interval == "jackknife":
+            ci = block_jackknife(y, p, clusters, len(result.classes), folds=folds,
+                                 level=level)
+        else:
+            ci = cluster_bootstrap(y, p, clusters, len(result.classes),
+                                   n_boot=n_boot, seed=seed, level=level, folds=folds)
         ci = ci.set_index("metric")
         per_fold = fold_metrics(y, p, folds, result.classes)
         w = per_fold["n_test"].to_numpy()
@@ -225,15 +247,19 @@ def ground_truth_check(
     effect_size: float = 0.15,
     n_permutations: int = 199,
     seed: int = 4,
+    random_split: bool = False,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Decode a small generated dataset with a planted signal and its null twin.
 
-    Both datasets share everything (3 overlapping 5-minute runs, generated annotations, seed)
-    except that the null one plants nothing. With the run split, the CNN and the linear
-    baseline should stay within the spread of their permutation null on the null data, and be
-    clearly above it on the planted data. (One realisation cannot show calibration: see
-    ``benchmarks/bench_calibration.py``.)
+    Both datasets share everything (3 overlapping 5-minute runs, generated annotations, the
+    stimulus-locked scene signal, seed) except that the null one plants no emotion. With the
+    run split, the CNN and the linear baseline should stay within the spread of their
+    permutation null on the null data, and be clearly above it on the planted data. (One
+    realisation cannot show calibration: see ``benchmarks/bench_calibration.py``.) With
+    ``random_split``, the null twin is also decoded with the original's random split of
+    volumes (``<out_dir>/null/random``), which can recognise the scenes: compare the two with
+    :func:`split_inflation`.
 
     Returns
     -------
@@ -269,6 +295,41 @@ def ground_truth_check(
                          "p_value": test.p_value, "null_mean": float(test.null.mean()),
                          "null_sd": float(test.null.std()), "exact": test.exact,
                          "collapsed_folds": len(test.collapsed_folds), "n_samples": len(y)})
+        if null and random_split:
+            run_decoding(prep, root / name / "random", "random", config, progress=progress,
+                         restart=True)
+    return pd.DataFrame(rows)
+
+
+def split_inflation(leaky: DecodingResult, honest: DecodingResult, block_s: float = 60.0,
+                    level: float = 0.95) -> pd.DataFrame:
+    """How much a leaky split (e.g. random) scores above an honest one (run), per model.
+
+    Both decodings must be of the same volumes; the difference of their fold-averaged macro
+    AUCs gets a joint delete-one-block jackknife interval
+    (:func:`emolib.decoding.evaluate.difference_jackknife`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model both ran: ``model``, ``leaky`` and ``honest`` (their split kinds),
+        ``auc_leaky``, ``auc_honest``, ``inflation``, ``low``, ``high``, ``dof``.
+    """
+    rows = []
+    for model in [m for m in MODELS if m in set(leaky.predictions["model"])
+                  and m in set(honest.predictions["model"])]:
+        parts = []
+        for res in (leaky, honest):
+            y, p, meta = res.probs(model)
+            parts.append((y, p, meta["movie_time"].to_numpy(), meta["fold"].to_numpy()))
+        d = difference_jackknife(parts[0], parts[1], len(leaky.classes), block_s, level)
+        rows.append({"model": model, "leaky": leaky.kind, "honest": honest.kind,
+                     "auc_leaky": macro_auc(parts[0][0], parts[0][1], len(leaky.classes),
+                                            parts[0][3]),
+                     "auc_honest": macro_auc(parts[1][0], parts[1][1], len(leaky.classes),
+                                             parts[1][3]),
+                     "inflation": d["estimate"], "low": d["low"], "high": d["high"],
+                     "dof": d["dof"]})
     return pd.DataFrame(rows)
 
 

@@ -1,11 +1,21 @@
-"""Held-out metrics and intervals: ROC/AUC per class and fold, confusion, cluster bootstrap.
+"""Held-out metrics and intervals: ROC/AUC per class and fold, confusion, block intervals.
 
 Metrics come from scikit-learn (``roc_curve``, ``balanced_accuracy_score``,
 ``confusion_matrix``), the per-class AUC from its rank form (equal to ``roc_auc_score``, a
-test checks, and fast enough to bootstrap). Confidence intervals come from a *block*
-bootstrap: volumes of different subjects at the same moment are not independent, nor are
-neighbouring moments (labels come in episodes, outputs drift), so whole stretches of movie
-time (:func:`time_blocks`), not volumes or single moments, are resampled within folds.
+test checks, and fast enough to resample). Volumes of different subjects at the same moment
+are not independent, nor are neighbouring moments (labels come in episodes, outputs drift),
+so intervals treat whole stretches of movie time (:func:`time_blocks`) as the unit, within
+folds. Two interval methods:
+
+:func:`block_jackknife` (the default of :func:`emolib.decoding.summarize_decoding`)
+    delete-one-block jackknife standard error, stratified by fold, and a Student-t interval
+    with as many degrees of freedom as blocks minus folds. Measured over simulated null
+    decodings (``benchmarks/bench_interval_coverage.py``), its 95 % intervals cover the true
+    AUC at the nominal rate within binomial error.
+:func:`cluster_bootstrap`
+    percentile block bootstrap. Its intervals are too narrow with the few positive
+    episodes per class and fold that a movie gives (the bootstrap distribution of an AUC
+    from a handful of clusters is too tight); kept to show that in the same benchmark.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ from sklearn.metrics import (
 )
 
 __all__ = [
-    "auc_per_class", "classification_metrics", "cluster_bootstrap", "time_blocks",
+    "auc_per_class", "block_jackknife", "classification_metrics", "cluster_bootstrap",
+    "difference_jackknife", "time_blocks",
     "fold_metrics", "macro_auc", "roc_curves",
 ]
 
@@ -194,3 +205,157 @@ def cluster_bootstrap(
         "high": np.nanquantile(draws, 1 - alpha, axis=0),
         "se": np.nanstd(draws, axis=0, ddof=1),
     })
+
+
+def _fold_parts(y: np.ndarray, probs: np.ndarray, n_classes: int) -> tuple:
+    """One fold's share of :func:`_combine`: its class AUCs, size, hits and counts per class."""
+    hit = probs.argmax(1) == y
+    return (auc_per_class(y, probs, n_classes), len(y),
+            np.bincount(y[hit], minlength=n_classes), np.bincount(y, minlength=n_classes))
+
+
+def _combine(parts: list[tuple]) -> np.ndarray:
+    """Fold-averaged macro AUC, per-class AUCs and the pooled balanced accuracy.
+
+    The macro AUC is :func:`macro_auc` with folds; each class's AUC is averaged over the
+    folds where it is defined, weighted by fold size, as in the chapter's tables; the
+    balanced accuracy is the mean recall over the classes present (pooled over folds).
+    """
+    macro_v, macro_w = [], []
+    n_classes = parts[0][0].size
+    cls_v, cls_w = np.zeros(n_classes), np.zeros(n_classes)
+    hits, counts = np.zeros(n_classes), np.zeros(n_classes)
+    for auc, n, h, c in parts:
+        ok = np.isfinite(auc)
+        if ok.any():
+            macro_v.append(auc[ok].mean())
+            macro_w.append(n)
+        cls_v[ok] += n * auc[ok]
+        cls_w[ok] += n
+        hits += h
+        counts += c
+    macro = float(np.average(macro_v, weights=macro_w)) if macro_v else np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = cls_v / cls_w
+        present = counts > 0
+        bacc = float(np.mean(hits[present] / counts[present])) if present.any() else np.nan
+    return np.r_[macro, per_class, bacc]
+
+
+def block_jackknife(
+    y: np.ndarray, probs: np.ndarray, blocks: np.ndarray, n_classes: int,
+    folds: np.ndarray | None = None, level: float = 0.95,
+) -> pd.DataFrame:
+    """Delete-one-block jackknife intervals of the macro AUC, per-class AUCs and balanced
+    accuracy.
+
+    Each block (a stretch of movie time, :func:`time_blocks`, within a fold) is left out in
+    turn and every metric recomputed on the rest (AUCs within folds and averaged, as
+    :func:`macro_auc`). The variance is the jackknife's, stratified by fold (blocks of
+    different folds are not exchangeable: each fold has its own network):
+    ``sum_f (G_f - 1) / G_f * sum_g (theta_(fg) - mean_g theta_(fg))^2``; the interval is
+    ``estimate -/+ t * se`` with ``t`` the Student quantile on ``sum_f (G_f - 1)`` degrees of
+    freedom, clipped to [0, 1].
+
+    Why not the percentile bootstrap (:func:`cluster_bootstrap`): with a movie, each class
+    comes in a few episodes per fold, and the bootstrap distribution of an AUC over a handful
+    of clusters is too narrow (as the cluster-robust sandwich is with few clusters); the
+    jackknife's leave-one-out spread does not shrink that way. Measured over simulated null
+    decodings with episodic labels and autocorrelated outputs
+    (``benchmarks/bench_interval_coverage.py``): the 95 % jackknife intervals covered the true
+    AUC at 0.93-0.96 where the percentile bootstrap's covered 0.84-0.90.
+
+    Parameters
+    ----------
+    y, probs : numpy.ndarray
+        Labels and class scores ``(n, n_classes)``.
+    blocks : numpy.ndarray
+        Block of each sample (e.g. :func:`time_blocks` of its movie time); blocks are
+        nested in folds (the same number in two folds is two blocks).
+    n_classes : int
+        Number of classes.
+    folds : numpy.ndarray, optional
+        Fold of each sample (default: one fold).
+    level : float, default=0.95
+        Coverage of the intervals.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per metric (``macro_auc``, ``auc[c]``, ``balanced_accuracy``) with
+        ``estimate``, ``low``, ``high``, ``se`` and ``dof``; NaN bounds when no fold has two
+        blocks.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    probs = np.asarray(probs, dtype=float)
+    folds_arr = np.zeros(len(y), dtype=int) if folds is None else np.asarray(folds)
+    blocks = np.asarray(blocks)
+    fold_ids = pd.unique(folds_arr)
+    members = [np.flatnonzero(folds_arr == f) for f in fold_ids]
+    parts = [_fold_parts(y[m], probs[m], n_classes) for m in members]
+    point = _combine(parts)
+    var = np.zeros(point.size)
+    dof = 0
+    for k, m in enumerate(members):  # leaving out a block changes only its own fold's part
+        ids = pd.unique(blocks[m])
+        if ids.size < 2:
+            continue
+        thetas = []
+        for b in ids:
+            rest = m[blocks[m] != b]
+            thetas.append(_combine([*parts[:k], _fold_parts(y[rest], probs[rest], n_classes),
+                                    *parts[k + 1:]]))
+        thetas = np.stack(thetas)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from a fold
+            dev = thetas - np.nanmean(thetas, axis=0)
+        g = ids.size
+        var += (g - 1) / g * np.nansum(dev**2, axis=0)
+        dof += g - 1
+    se = np.sqrt(var) if dof else np.full(point.size, np.nan)
+    q = scipy.stats.t.ppf(0.5 + level / 2, dof) if dof else np.nan
+    low = np.clip(point - q * se, 0.0, 1.0)
+    high = np.clip(point + q * se, 0.0, 1.0)
+    names = ["macro_auc", *[f"auc[{c}]" for c in range(n_classes)], "balanced_accuracy"]
+    return pd.DataFrame({"metric": names, "estimate": point, "low": low, "high": high,
+                         "se": se, "dof": dof})
+
+
+def difference_jackknife(
+    first: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    n_classes: int, block_s: float = 60.0, level: float = 0.95,
+) -> dict[str, float]:
+    """Interval of the difference of two fold-averaged macro AUCs on the same movie.
+
+    ``first`` and ``second`` are ``(y, probs, movie_time, folds)`` of two decodings of the
+    same volumes (e.g. the random and the run split): their AUCs are dependent, so the
+    difference is jackknifed jointly, leaving out each ``block_s``-second stretch of movie
+    time from *both* (every subject and fold of it), with a Student-t interval on blocks - 1
+    degrees of freedom.
+
+    Returns
+    -------
+    dict
+        ``estimate`` (first minus second), ``se``, ``low``, ``high``, ``dof``.
+    """
+    parts = [(np.asarray(y), np.asarray(p, dtype=float), time_blocks(t, block_s),
+              np.asarray(f)) for y, p, t, f in (first, second)]
+
+    def diff(drop=None):
+        vals = []
+        for y, p, b, f in parts:
+            keep = np.ones(len(y), bool) if drop is None else b != drop
+            vals.append(macro_auc(y[keep], p[keep], n_classes, f[keep]))
+        return vals[0] - vals[1]
+
+    point = diff()
+    ids = np.union1d(parts[0][2], parts[1][2])
+    if ids.size < 2:
+        return {"estimate": point, "se": np.nan, "low": np.nan, "high": np.nan, "dof": 0}
+    thetas = np.array([diff(b) for b in ids])
+    g = ids.size
+    se = float(np.sqrt((g - 1) / g * np.nansum((thetas - np.nanmean(thetas)) ** 2)))
+    q = scipy.stats.t.ppf(0.5 + level / 2, g - 1)
+    return {"estimate": point, "se": se, "low": point - q * se, "high": point + q * se,
+            "dof": g - 1}

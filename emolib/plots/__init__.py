@@ -54,6 +54,7 @@ def configure_plotly() -> str:
 
 
 from emolib.plots.decoding import (  # noqa: E402
+    plot_calibration,
     plot_confusion,
     plot_leakage,
     plot_learning_curves,
@@ -89,7 +90,8 @@ from emolib.plots.rsa import (  # noqa: E402
 __all__ = [
     "plot_group_contrast", "plot_mantel",
     "OfflineHtmlRenderer", "class_palette", "configure_plotly", "plot_class_counts",
-    "plot_confusion", "plot_leakage", "plot_learning_curves", "plot_null", "plot_roc_by_fold",
+    "plot_calibration", "plot_confusion", "plot_leakage", "plot_learning_curves", "plot_null",
+    "plot_roc_by_fold",
     "plot_hierarchy_alignment", "plot_joint_heatmap", "plot_label_status",
     "plot_label_timeline", "plot_labels_by_run", "plot_mean_epis", "plot_radar",
     "plot_roi_layer_heatmaps", "plot_rsa_surface", "plot_system_bars",

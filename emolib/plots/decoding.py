@@ -1,4 +1,5 @@
-"""Figures of the decoding chapter: learning curves, ROC curves, confusion, null, leakage."""
+"""Figures of the decoding chapter: learning curves, ROC curves, confusion, null, leakage,
+calibration."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from emolib.plots.labels import class_palette
 
 __all__ = [
-    "plot_confusion", "plot_leakage", "plot_learning_curves", "plot_null",
+    "plot_calibration", "plot_confusion", "plot_leakage", "plot_learning_curves", "plot_null",
     "plot_roc_by_fold",
 ]
 
@@ -126,4 +127,43 @@ def plot_leakage(table: pd.DataFrame, original: tuple[float, float] | None = (0.
     ax.set_ylabel("macro AUC (95% CI)")
     ax.legend(frameon=False, ncols=2, fontsize=8, loc="lower right")
     ax.set_title("The same data, split two ways")
+    return fig
+
+
+def plot_calibration(size: pd.DataFrame, coverage: pd.DataFrame, level: float = 0.95
+                     ) -> Figure:
+    """The promises of the statistics, measured: size of the null test and interval coverage.
+
+    ``size`` has columns ``label``, ``alpha``, ``size``, ``low``, ``high`` (one row per test
+    and alpha, e.g. from :func:`emolib.decoding.calibration.size_table`); ``coverage`` has
+    ``label``, ``coverage``, ``low``, ``high`` (one row per interval method). Each point is a
+    measured rate with its exact binomial interval; the dashed lines are the promises (alpha,
+    ``level``).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    ax = axes[0]
+    alphas = sorted(size["alpha"].unique())
+    labels = list(dict.fromkeys(size["label"]))
+    for j, lab in enumerate(labels):
+        sub = size[size["label"] == lab].set_index("alpha").reindex(alphas)
+        x = np.arange(len(alphas)) + (j - (len(labels) - 1) / 2) * 0.2
+        ax.errorbar(x, sub["size"], yerr=[sub["size"] - sub["low"], sub["high"] - sub["size"]],
+                    fmt="o", capsize=3, label=lab)
+    for i, a in enumerate(alphas):
+        ax.hlines(a, i - 0.4, i + 0.4, color="black", ls="--", lw=1)
+    ax.set_xticks(np.arange(len(alphas)), [f"alpha {a:g}" for a in alphas])
+    ax.set_ylabel("rejections under the null")
+    ax.set_title("Size of the permutation test")
+    ax.legend(frameon=False, fontsize=8)
+    ax = axes[1]
+    labs = list(coverage["label"])
+    y = np.arange(len(labs))
+    ax.errorbar(coverage["coverage"], y,
+                xerr=[coverage["coverage"] - coverage["low"],
+                      coverage["high"] - coverage["coverage"]], fmt="o", capsize=3)
+    ax.axvline(level, color="black", ls="--", lw=1)
+    ax.set_yticks(y, labs, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"share of {level:.0%} intervals containing the truth")
+    ax.set_title("Coverage of the intervals")
     return fig
