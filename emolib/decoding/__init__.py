@@ -6,7 +6,8 @@
 - :mod:`~emolib.decoding.baselines`: the inner validation set, the linear baseline.
 - :mod:`~emolib.decoding.evaluate`: AUCs per class and fold, ROC curves, intervals over
   blocks of movie time (:func:`block_jackknife`, :func:`cluster_bootstrap`, :func:`time_blocks`).
-- :mod:`~emolib.decoding.nulls`: the time-aware (cyclic-shift) permutation null.
+- :mod:`~emolib.decoding.nulls`: the time-aware (cyclic-shift) permutation null;
+  :mod:`~emolib.decoding.retrained`: the null that retrains under shifted labels.
 - :mod:`~emolib.decoding.calibration`, :mod:`~emolib.decoding.coverage`: the size of the null
   and the coverage of the intervals, measured over many simulated datasets.
 
@@ -41,12 +42,13 @@ from emolib.decoding.nulls import (
     fold_shift_aucs,
     permutation_test,
 )
+from emolib.decoding.retrained import RetrainedNull, retrained_null
 
 __all__ = [
-    "MODELS", "DecodingResult", "PermutationResult", "auc_per_class", "classification_metrics",
-    "block_jackknife", "cluster_bootstrap", "cyclic_shift_labels", "difference_jackknife",
-    "fold_metrics",
-    "fold_shift_aucs", "ground_truth_check",
+    "MODELS", "DecodingResult", "PermutationResult", "RetrainedNull", "auc_per_class",
+    "block_jackknife", "classification_metrics", "cluster_bootstrap", "cyclic_shift_labels",
+    "difference_jackknife", "fold_metrics", "fold_shift_aucs", "ground_truth_check",
     "inner_validation", "linear_baseline", "load_decoding", "macro_auc", "permutation_test",
-    "roc_curves", "run_decoding", "split_inflation", "summarize_decoding", "time_blocks",
+    "retrained_null", "roc_curves", "run_decoding", "split_inflation", "summarize_decoding",
+    "time_blocks",
 ]

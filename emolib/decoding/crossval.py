@@ -50,7 +50,7 @@ from emolib.models.train import TrainConfig, evaluate_batches, to_tensor, train_
 from emolib.synthetic import generate_studyforrest
 
 __all__ = [
-    "DecodingResult", "MODELS", "STAGE", "ground_truth_check", "load_decoding",
+    "DecodingResult", "MODELS", "STAGE", "fold_arrays", "ground_truth_check", "load_decoding",
     "run_decoding", "split_inflation", "summarize_decoding",
 ]
 
@@ -84,6 +84,16 @@ class DecodingResult:
 
 def _fold_dir(folder: Path, name: str) -> Path:
     return folder / f"fold-{name.replace('/', '_')}"
+
+
+def fold_arrays(volumes: np.ndarray, sel: np.ndarray, samples: pd.DataFrame, split,
+                kind: str, seed: int, span_s: float = HRF_SPAN_S) -> tuple:
+    """One fold's inner split and volumes: ``(train, val)`` positions into ``samples`` (the
+    selected rows; :func:`emolib.decoding.inner_validation`) and the training, validation and
+    test volumes (``sel`` maps those rows to the prepared volumes)."""
+    tr_idx, val_idx = inner_validation(samples, split, kind, seed, span_s=span_s)
+    return (tr_idx, val_idx, np.asarray(volumes[sel[tr_idx]]), np.asarray(volumes[sel[val_idx]]),
+            np.asarray(volumes[sel[split.test]]))
 
 
 def run_decoding(
@@ -149,10 +159,8 @@ def run_decoding(
             preds.append(fold_preds)
             histories.append(pd.read_csv(fdir / "history.csv").assign(fold=split.name))
             continue
-        tr_idx, val_idx = inner_validation(samples, split, kind, config.seed, span_s=span_s)
-        x_tr = np.asarray(volumes[sel[tr_idx]])
-        x_val = np.asarray(volumes[sel[val_idx]])
-        x_te = np.asarray(volumes[sel[split.test]])
+        tr_idx, val_idx, x_tr, x_val, x_te = fold_arrays(volumes, sel, samples, split, kind,
+                                                          config.seed, span_s)
         result = train_model(x_tr, y_all[tr_idx], x_val, y_all[val_idx], n_classes, config,
                              checkpoint_dir=fdir, progress=progress)
         xt = to_tensor(x_te, next(result.model.parameters()).device, config.channels_last)
