@@ -51,7 +51,8 @@ grid: list = [24, 24, 12]  # generated voxel grid, synthetic only; the real one 
 run_starts: Optional[list] = None  # movie time of each run's first volume; None means the real segment starts
 volumes_per_run: Optional[list] = None  # None means the real run lengths, 451 441 438 488 462 439 542 338
 effect_size: float = 0.02  # planted response as a fraction of baseline, synthetic only
-null: bool = False  # plant nothing and make a null dataset, synthetic only
+null: bool = False  # plant no emotion signal (a null dataset), synthetic only
+scene_size: float = 0.01  # stimulus-locked scene signal shared by all subjects, unrelated to emotion, synthetic only
 label_mode: str = "seed"  # consensus rule used downstream: seed is the original, category is ours
 min_observers: Optional[int] = None  # agreement threshold; None means half the observers, rounded up
 hrf_lag: float = 4.0  # seconds between what is on screen and the volume that reflects it
@@ -92,6 +93,7 @@ src = obtain_dataset(
     source, profile, data_dir=data_dir, bids_dir=bids_dir, annotations_dir=annotations_dir,
     annotation_pattern=annotation_pattern, timing=timing, layout=layout, progress=progress,
     n_subjects=n_subjects, shape=tuple(grid), effect_size=effect_size, null=null, seed=seed,
+    scene_size=scene_size,
 )
 display(Markdown(
     f"**Inputs.** {'Aligned derivative' if layout == 'aligned' else 'BIDS tree'}: "
@@ -99,6 +101,10 @@ display(Markdown(
     f"({'generated, ' + ('null' if null else 'planted signal') if src.truth_dir else 'real data'}). "
     f"Annotations: `{src.annotations_dir}` "
     f"({'the real Labs et al. files' if src.annotations_real else 'generated in the same format'})."
+    + (f" The generated BOLD carries, besides the {effect_size:.0%} emotion responses "
+       f"(none when null), a stimulus-locked scene signal of {scene_size:.0%} shared by every "
+       "subject and unrelated to the emotions, as real movie fMRI does: what a split that "
+       "puts the same movie moment on both sides can recognise." if src.truth_dir else "")
 ))
 
 # %% [markdown]
