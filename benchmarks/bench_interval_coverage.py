@@ -10,7 +10,9 @@ datasets: the 95 % delete-one-block jackknife t-interval of the fold-averaged ma
 percentile block bootstrap (:func:`emolib.decoding.cluster_bootstrap`, ``--n-boot`` draws) over
 single moments and 60-s blocks. Printed: per method and unit the share of intervals that
 contain the true value with its exact (Clopper-Pearson) 95 % interval, and the mean width, as
-``COVERAGE`` lines. No timings: this measures a statistical promise, not speed.
+``COVERAGE`` lines. No timings: this measures a statistical promise, not speed. With
+``--labels DIR`` the labels are the real movie's consensus labels from the annotation files in
+``DIR`` (:func:`emolib.decoding.coverage.consensus_sequence`) instead of the Markov episodes.
 
 Usage::
 
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
-from emolib.decoding.coverage import interval_coverage  # noqa: E402
+from emolib.decoding.coverage import consensus_sequence, interval_coverage  # noqa: E402
 
 
 def main() -> None:
@@ -42,12 +44,14 @@ def main() -> None:
     parser.add_argument("--signal", type=float, nargs="+", default=[0.0, 1.0],
                         help="score added to the true class (0: null)")
     parser.add_argument("--no-bootstrap", action="store_true", help="jackknife only")
+    parser.add_argument("--labels", help="annotation folder: the real movie's label sequence")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    labels = None if args.labels is None else consensus_sequence(args.labels)
     tables = []
     for signal in args.signal:
         for phi in args.phi:
-            common = dict(seed=args.seed, phi=phi, signal=signal, progress=False)
+            common = dict(seed=args.seed, phi=phi, signal=signal, labels=labels, progress=False)
             parts = [interval_coverage(args.n, args.blocks, methods=("jackknife",), **common)]
             if not args.no_bootstrap:  # the same datasets (same seed)
                 parts.append(interval_coverage(args.n, (None, 60.0), methods=("bootstrap",),

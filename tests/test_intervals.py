@@ -115,3 +115,21 @@ def test_difference_jackknife_equals_its_definition():
     assert d["dof"] == ids.size - 1
     same = difference_jackknife(a, a, 5)
     assert same["estimate"] == 0 and same["se"] == 0
+
+
+def test_simulation_can_take_a_movie_label_sequence():
+    """With ``labels``, each fold is a consecutive stretch of the movie's labels (from a random
+    start, cyclically) and only its labelled steps are drawn."""
+    rng = np.random.default_rng(8)
+    seq = np.full(1000, -1)
+    seq[::3] = np.arange(334) % 5  # every third step labelled
+    y, p, t, f = simulate_held_out(rng, labels=seq, n_folds=2, run_steps=200, n_selected=20)
+    assert len(y) == 2 * 20 * 3 and (y >= 0).all()
+    for k, fold in enumerate(np.unique(f)):
+        steps = ((t[f == fold] - k * 200 * 2.0 * 1.1) / 2.0).round().astype(int)
+        assert (steps >= 0).all() and (steps < 200).all()
+    # the folds are consecutive stretches: the labels drawn are those of the sequence
+    rng = np.random.default_rng(8)
+    offset = int(rng.integers(len(seq)))
+    steps0 = ((t[f == "run-1"]) / 2.0).round().astype(int)
+    assert (y[f == "run-1"] == seq[(offset + steps0) % len(seq)]).all()

@@ -24,7 +24,10 @@ from tqdm.auto import tqdm
 from emolib.decoding.calibration import clopper_pearson
 from emolib.decoding.evaluate import auc_per_class, block_jackknife, cluster_bootstrap, time_blocks
 
-__all__ = ["INTERVAL_METHODS", "interval_coverage", "simulate_held_out", "true_macro_auc"]
+__all__ = [
+    "INTERVAL_METHODS", "consensus_sequence", "interval_coverage", "simulate_held_out",
+    "true_macro_auc",
+]
 
 #: Interval methods compared by :func:`interval_coverage`.
 INTERVAL_METHODS = ("jackknife", "bootstrap")
@@ -45,6 +48,7 @@ def simulate_held_out(
     subjects: int = 3,
     step_s: float = 2.0,
     signal: float = 0.0,
+    labels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Held-out predictions of one decoding by a model that learned nothing (or ``signal``).
 
@@ -57,6 +61,12 @@ def simulate_held_out(
     With ``signal=0`` labels and scores are independent, so the true AUC of every class is
     0.5; ``signal`` adds that much to the score of each sample's true class (the true AUC is
     then :func:`true_macro_auc`).
+
+    With ``labels`` (a label code per step of a whole movie, -1 where unlabelled, e.g.
+    :func:`consensus_sequence` of the real annotations), the folds are consecutive stretches
+    of that movie from a random starting point (cyclically), and the moments are drawn among
+    its labelled steps: the labels then have the real movie's dependence, which reaches much
+    further than the episodes' length (the same emotions return within minutes).
 
     Returns
     -------
@@ -71,13 +81,21 @@ def simulate_held_out(
         e[1:] *= innov
         return scipy.signal.lfilter([1.0], [1.0, -phi], e, axis=0)
 
+    offset = 0 if labels is None else int(rng.integers(len(labels)))
     for f in range(n_folds):
-        lab = np.empty(run_steps, dtype=np.int64)
-        lab[0] = rng.integers(n_classes)
-        for t in range(1, run_steps):
-            lab[t] = lab[t - 1] if rng.random() < stay else rng.integers(n_classes)
+        if labels is None:
+            lab = np.empty(run_steps, dtype=np.int64)
+            lab[0] = rng.integers(n_classes)
+            for t in range(1, run_steps):
+                lab[t] = lab[t - 1] if rng.random() < stay else rng.integers(n_classes)
+            candidates = np.arange(run_steps)
+        else:
+            lab = np.asarray(labels)[(offset + f * run_steps + np.arange(run_steps))
+                                     % len(labels)]
+            candidates = np.flatnonzero(lab >= 0)
         shared = ar(n_classes)
-        moments = np.sort(rng.choice(run_steps, size=min(n_selected, run_steps), replace=False))
+        moments = np.sort(rng.choice(candidates, size=min(n_selected, candidates.size),
+                                     replace=False))
         for _ in range(subjects):
             scores = (shared + _SUBJECT_SD * ar(n_classes))[moments]
             scores[np.arange(moments.size), lab[moments]] += signal
@@ -87,6 +105,23 @@ def simulate_held_out(
             ts.append(f * run_steps * step_s * 1.1 + step_s * moments)
             fs.append(np.full(moments.size, f"run-{f + 1}"))
     return (np.concatenate(ys), np.concatenate(ps), np.concatenate(ts), np.concatenate(fs))
+
+
+def consensus_sequence(annotations_dir, n_classes: int = 5, pattern: str = "av1o*.csv"
+                       ) -> np.ndarray:
+    """The consensus label of every 2-s step of the movie as a code of its ``n_classes`` most
+    frequent classes (-1 for steps without a kept label or of another class), from
+    annotation files (:func:`emolib.forrest.consensus_labels`, seed mode), for
+    :func:`simulate_held_out`'s ``labels``."""
+    from emolib.forrest.labels import consensus_labels
+    from emolib.io.annotations import read_observers
+
+    lab = consensus_labels(read_observers(annotations_dir, pattern))
+    kept = lab.loc[lab["status"] == "kept", "label"]
+    top = list(kept.value_counts().index[:n_classes])
+    codes = {c: i for i, c in enumerate(top)}
+    return np.array([codes.get(x, -1) if isinstance(x, str) else -1 for x in lab["label"]],
+                    dtype=np.int64)
 
 
 def true_macro_auc(signal: float, n_classes: int = 5, n: int = 400_000, seed: int = 0
