@@ -21,8 +21,8 @@ import pandas as pd
 import scipy.stats
 from tqdm.auto import tqdm
 
-from emolib.decoding.baselines import inner_validation, linear_baseline
-from emolib.decoding.crossval import run_decoding
+from emolib.decoding.baselines import linear_baseline
+from emolib.decoding.crossval import fold_arrays, run_decoding
 from emolib.decoding.evaluate import block_jackknife, time_blocks
 from emolib.decoding.nulls import permutation_test
 from emolib.forrest import RunTiming, make_splits, prepare_dataset
@@ -59,13 +59,14 @@ def _null_run(root: Path, seed: int, cnn_epochs: int, shape, n_permutations: int
         sel = np.flatnonzero(prep.samples["selected"].to_numpy())
         samples = prep.samples.iloc[sel].reset_index(drop=True)
         y = samples["y"].to_numpy()
-        x = np.asarray(prep.volumes[sel])[:, prep.mask]
+        m = prep.mask
         probs = np.zeros((len(y), n_classes))
         fold = np.full(len(y), "", dtype=object)
         for split in make_splits(samples, "run", seed=seed):
-            tr, val = inner_validation(samples, split, "run", seed)
-            probs[split.test] = linear_baseline(x[tr], y[tr], x[val], y[val], x[split.test],
-                                                n_classes, seed=seed)
+            tr, val, x_tr, x_val, x_te = fold_arrays(prep.volumes, sel, samples, split, "run",
+                                                     seed)
+            probs[split.test] = linear_baseline(x_tr[:, m], y[tr], x_val[:, m], y[val],
+                                                x_te[:, m], n_classes, seed=seed)
             fold[split.test] = split.name
         tested = fold != ""
         runs = {"linear": (y[tested], probs[tested], samples[tested].assign(fold=fold[tested]))}
