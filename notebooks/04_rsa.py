@@ -261,9 +261,10 @@ plt.show()
 # percentile intervals contained the true similarity in 89 % of datasets with single moments
 # and 91-92 % with blocks; the t intervals of the tests in 90 % with single moments and 94 %
 # with 24 blocks (97 % with 8). With stronger dependence (phi 0.8, 240 moments) single moments
-# gave 85-86 %, blocks 90 % (percentile) and 92-95 % (t). So blocks remove most of the
-# over-confidence but **the percentile intervals shown below stay somewhat too narrow**; read
-# them as a lower bound on the uncertainty. Each ROI's noise
+# gave 85-86 %, blocks 90 % (percentile) and 92-95 % (t). So the intervals shown below are
+# the **t intervals** of the tests (bootstrap mean plus or minus the corrected bootstrap
+# standard error times Student's t on n_blocks - 1 degrees of freedom, rsatoolbox's default
+# `Result.get_ci`), over blocks. Each ROI's noise
 # ceiling says how similar the subjects' RDMs are to each other (upper bound: to the mean of
 # all subjects; lower bound: to the mean of the others): what any model could reach given
 # how much the subjects disagree. Every layer x ROI similarity is tested against zero
@@ -289,7 +290,7 @@ ceiling.set_index("roi")[["lower", "upper"]].T.round(3)
 
 # %% [markdown]
 # The bars average the ROIs of each kind (planted regions, control parcels or atlas labels),
-# one bar per layer with the 95 % bootstrap interval of the kind's mean (averaged inside every
+# one bar per layer with the 95 % t interval of the kind's mean (averaged inside every
 # bootstrap sample), and the kind's mean noise ceiling as a grey band.
 
 # %%
@@ -313,7 +314,7 @@ best.set_index("roi").drop(columns="subject").round(4)
 # ## Do the planted regions relate to the network more than control parcels?
 #
 # The difference between the mean similarity of the planted regions and that of the control
-# parcels, per layer, with its paired bootstrap interval and a two-sided test (FDR over each
+# parcels, per layer, with its paired 95 % t interval and the two-sided t-test it belongs to (FDR over each
 # subject's layers). A difference above zero means that the network's geometry follows the
 # emotion regions more than it follows arbitrary brain tissue. Filled markers are significant.
 

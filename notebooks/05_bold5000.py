@@ -252,10 +252,12 @@ agree
 # %% [markdown]
 # ## Uncertainty: bootstrap over images, noise ceilings, tests
 #
-# The original figures showed single numbers. Here every comparison gets a 95 % percentile
-# interval from resampling the *images* with replacement (the same draw for every layer, ROI
-# and subject, so differences between layers are paired), as rsatoolbox's
-# `eval_bootstrap_pattern` does. The **noise ceiling** of each ROI says how well any model
+# The original figures showed single numbers. Here every comparison gets a 95 % interval
+# from resampling the *images* with replacement (the same draw for every layer, ROI and
+# subject, so differences between layers are paired), as rsatoolbox's
+# `eval_bootstrap_pattern` does; the interval is that of the tests (bootstrap mean plus or
+# minus the corrected bootstrap standard error times Student's t on n_images - 1 degrees of
+# freedom, rsatoolbox's default `Result.get_ci`). The **noise ceiling** of each ROI says how well any model
 # could do given how much the subjects disagree: its upper bound is the mean correlation of
 # each subject's RDM with the mean of all subjects, its lower bound with the mean of the
 # *other* subjects (rsatoolbox's `boot_noise_ceiling`). A layer that reaches the lower bound

@@ -280,6 +280,15 @@ def test_bootstrap_se_matches_eval_bootstrap_pattern():
     same = rsa.bootstrap_compare(layers, roi, pattern_samples=draws, dtype=np.float64)
     np.testing.assert_allclose(same.get_se()[:, 0], ref.get_sem(), rtol=1e-8)
     np.testing.assert_allclose(same.get_means()[:, 0], ref.get_means(), atol=1e-10)
+    for level in (0.95, 0.8):  # rsatoolbox's default interval: t on n - 1 dof
+        for ours_ci, ref_ci in zip(same.get_ci(level), ref.get_ci(level), strict=True):
+            np.testing.assert_allclose(ours_ci[:, 0], ref_ci, rtol=1e-8)
+    # the percentile interval of the same samples (rsatoolbox's "bootstrap" ci pads the
+    # samples with -inf and +inf before taking quantiles, a slightly wider convention)
+    lo, hi = same.get_ci(0.9, "bootstrap")
+    ref_samples = ref.evaluations
+    np.testing.assert_allclose(lo[:, 0], np.percentile(ref_samples, 5, axis=0), rtol=1e-8)
+    np.testing.assert_allclose(hi[:, 0], np.percentile(ref_samples, 95, axis=0), rtol=1e-8)
     # independent draws (our generator, float32): SE within 25 %
     ours = rsa.bootstrap_compare(layers, roi, n_bootstrap=n_boot, seed=0)
     ratio = ours.get_se()[:, 0] / ref.get_sem()
@@ -301,6 +310,10 @@ def test_bootstrap_aggregate_and_frame():
     assert (frame["ci_low"] <= frame["ci_high"]).all()
     lo, _hi = boot.get_ci(0.9)
     assert frame["ci_low"].iloc[1] == lo[1, 0]
+    lo, _hi = boot.get_ci(0.9, "bootstrap")
+    assert boot.to_frame(0.9, "bootstrap")["ci_low"].iloc[1] == lo[1, 0]
+    with pytest.raises(ValueError, match="test_type"):
+        boot.get_ci(0.9, "percentile")
 
 
 def test_zero_and_pair_tests_match_rsatoolbox_with_fdr():
@@ -639,7 +652,15 @@ def test_group_contrast_is_the_paired_difference_of_group_means():
         np.testing.assert_allclose(rows["se"], se, atol=1e-12)
         t = diff.mean(0) / se
         np.testing.assert_allclose(rows["p"], 2 * scipy.stats.t.sf(np.abs(t), 13), atol=1e-12)
-        np.testing.assert_allclose(rows["ci_low"], np.percentile(diff, 2.5, axis=0))
+        half = se * scipy.stats.t.ppf(0.975, 13)  # the t interval of the test
+        np.testing.assert_allclose(rows["ci_low"], diff.mean(0) - half, atol=1e-12)
+        np.testing.assert_allclose(rows["ci_high"], diff.mean(0) + half, atol=1e-12)
+    pct = rsa.calc_group_contrast(agg, "early", "rest", test_type="bootstrap")
+    one = (labels["subject"] == "CSI1").to_numpy()
+    is_early = labels["roi"].str.contains("EarlyVis").to_numpy()
+    diff = boot.samples[:, :, one & is_early].mean(2) - boot.samples[:, :, one & ~is_early].mean(2)
+    np.testing.assert_allclose(pct[pct["subject"] == "CSI1"]["ci_low"],
+                               np.percentile(diff, 2.5, axis=0))
     assert (table["q"] >= table["p"] - 1e-15).all()
     assert set(table["layer"]) == set(boot.model_names)
     with pytest.raises(ValueError, match="exactly one"):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from numpy.typing import ArrayLike, DTypeLike
 from rsatoolbox.rdm import RDMs
 
@@ -147,17 +148,35 @@ class BootstrapResult:
         """Bootstrap standard error: rsatoolbox's ``Result.get_sem`` when ``corrected``."""
         return np.sqrt(self.get_variance(corrected))
 
-    def get_ci(self, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile confidence interval ``(low, high)`` at ``level``."""
-        cut = (1 - level) / 2 * 100
-        return (
-            np.nanpercentile(self.samples, cut, axis=0),
-            np.nanpercentile(self.samples, 100 - cut, axis=0),
-        )
+    def get_ci(self, level: float = 0.95, test_type: str = "t-test"
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Confidence interval ``(low, high)`` at ``level``.
 
-    def to_frame(self, level: float = 0.95) -> pd.DataFrame:
-        """Tidy table: data labels, model name, method, value, boot_mean, se, ci_low, ci_high."""
-        lo, hi = self.get_ci(level)
+        ``"t-test"`` (default, rsatoolbox's ``Result.get_ci``): the bootstrap mean plus or
+        minus the corrected standard error times Student's t on ``n_units - 1`` degrees of
+        freedom, the interval of the t-tests. ``"bootstrap"``: the percentile interval of the
+        samples. In simulation with dependent patterns resampled in blocks
+        (``benchmarks/bench_rsa_coverage.py``) the t interval covered 92-95 % where the
+        percentile one covered 90-92 %.
+        """
+        if test_type == "t-test":
+            half = self.get_se() * scipy.stats.t.ppf(0.5 + level / 2, max(self.n_units - 1, 1))
+            mean = self.get_means()
+            return mean - half, mean + half
+        if test_type == "bootstrap":
+            cut = (1 - level) / 2 * 100
+            return (
+                np.nanpercentile(self.samples, cut, axis=0),
+                np.nanpercentile(self.samples, 100 - cut, axis=0),
+            )
+        raise ValueError(f"test_type must be 't-test' or 'bootstrap', got {test_type!r}")
+
+    def to_frame(self, level: float = 0.95, test_type: str = "t-test") -> pd.DataFrame:
+        """Tidy table: data labels, model name, method, value, boot_mean, se, ci_low, ci_high.
+
+        The interval is :meth:`get_ci`'s of ``test_type``.
+        """
+        lo, hi = self.get_ci(level, test_type)
         n_model = len(self.model_names)
         frame = self.data_labels.loc[
             np.repeat(np.arange(len(self.data_labels)), n_model)

@@ -191,10 +191,13 @@ def calc_zero_tests(
     Returns
     -------
     pandas.DataFrame
-        :meth:`BootstrapResult.to_frame` columns plus ``p``, ``q`` (Benjamini-Hochberg via
+        :meth:`BootstrapResult.to_frame` columns (the 95 % interval of the same
+        ``test_type``) plus ``p``, ``q`` (Benjamini-Hochberg via
         :func:`scipy.stats.false_discovery_control`) and ``significant``.
     """
-    frame = boot.to_frame()
+    if test_type not in ("t-test", "bootstrap"):
+        raise ValueError("test_type must be 't-test' or 'bootstrap'")
+    frame = boot.to_frame(test_type=test_type)
     # One rule for the tests and the table's standard errors: every cell uses its own finite
     # bootstrap samples (a NaN in one cell does not drop that sample from the others).
     s = boot.samples
@@ -322,7 +325,9 @@ def calc_group_contrast(
     alpha : float, default=0.05
         FDR level for ``significant``.
     level : float, default=0.95
-        Level of the percentile interval of the difference.
+        Level of the interval of the difference: the t interval of the test (bootstrap mean
+        of the difference plus or minus ``se`` times Student's t) with ``"t-test"``, the
+        percentile interval with ``"bootstrap"``.
     fdr_by : str, optional
         Column defining separate FDR families (e.g. ``"subject"``); default one family.
 
@@ -353,8 +358,12 @@ def calc_group_contrast(
         diffs = s[:, :, ia[0]] - s[:, :, ib[0]]  # (n_boot, n_model)
         point = boot.point[:, ia[0]] - boot.point[:, ib[0]]
         se, p = _difference_test(diffs, boot.n_units, test_type)
-        lo = np.percentile(diffs, cut, axis=0)
-        hi = np.percentile(diffs, 100 - cut, axis=0)
+        if test_type == "t-test":
+            half = se * scipy.stats.t.ppf(0.5 + level / 2, max(boot.n_units - 1, 1))
+            lo, hi = diffs.mean(axis=0) - half, diffs.mean(axis=0) + half
+        else:
+            lo = np.percentile(diffs, cut, axis=0)
+            hi = np.percentile(diffs, 100 - cut, axis=0)
         for m, model in enumerate(boot.model_names):
             rows.append({**{c: key[c] for c in rest}, name: model, "a": a, "b": b,
                          "diff": point[m], "ci_low": lo[m], "ci_high": hi[m], "se": se[m],
