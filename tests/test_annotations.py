@@ -1,8 +1,12 @@
+import codecs
+
 import pandas as pd
 import pytest
+from pandas.testing import assert_frame_equal
 
 from emolib.errors import InputDataError
 from emolib.io.annotations import COLUMNS, EMOTIONS, read_observer, read_observers
+from emolib.synthetic import generate_annotations
 
 HEADER = ",".join(COLUMNS)
 GOOD = "10.0,20.5,FORREST,LOW,POS,SELF,LOVE HAPPINESS,FACE VERBAL,SCENEEND"
@@ -98,3 +102,133 @@ def test_concatenation_keeps_file_order(tmp_path):
     df = read_observers(tmp_path)
     assert df["observer"].tolist() == ["av1o01", "av1o02"]
     assert isinstance(df, pd.DataFrame)
+
+
+# --- encodings, line endings and files without rows --------------------------------------------
+
+
+@pytest.fixture(params=["generated", "real"])
+def annotation_dir(request, tmp_path_factory):
+    """A folder of ``av1o*.csv`` files: generated ones (LF line endings, always available) or
+    the real Labs et al. files (CRLF; skipped without shared/)."""
+    if request.param == "real":
+        return request.getfixturevalue("real_annotations_dir")
+    out = tmp_path_factory.mktemp("generated_annotations")
+    generate_annotations(out, duration=600, n_observers=3, seed=3)
+    return out
+
+
+def copy_files(src_dir, dst_dir, change=lambda name, data: data):
+    """Copy the ``av1o*.csv`` files of ``src_dir``, their bytes passed through ``change``."""
+    dst_dir.mkdir()
+    for f in sorted(src_dir.glob("av1o*.csv")):
+        (dst_dir / f.name).write_bytes(change(f.name, f.read_bytes()))
+    return dst_dir
+
+
+def lf(data):
+    return data.replace(b"\r\n", b"\n")
+
+
+def test_utf8_bom_file_reads_identically(annotation_dir, tmp_path):
+    out = copy_files(annotation_dir, tmp_path / "bom", lambda _, data: codecs.BOM_UTF8 + data)
+    for f in sorted(out.glob("av1o*.csv")):
+        assert f.read_bytes().startswith(codecs.BOM_UTF8)
+        assert_frame_equal(read_observer(f), read_observer(annotation_dir / f.name))
+
+
+def test_folder_with_one_bom_file_reads_identically(annotation_dir, tmp_path):
+    out = copy_files(annotation_dir, tmp_path / "bom",
+                     lambda name, data: codecs.BOM_UTF8 + data if name == "av1o02.csv" else data)
+    assert_frame_equal(read_observers(out), read_observers(annotation_dir))
+
+
+@pytest.mark.parametrize(
+    ("bom", "ending"),
+    [(b"", b"\n"), (b"", b"\r\n"), (b"", b"\r"), (codecs.BOM_UTF8, b"\r\n")],
+    ids=["LF", "CRLF", "CR", "BOM-CRLF"],
+)
+def test_line_endings_read_identically(annotation_dir, tmp_path, bom, ending):
+    out = copy_files(annotation_dir, tmp_path / "converted",
+                     lambda _, data: bom + lf(data).replace(b"\n", ending))
+    assert_frame_equal(read_observers(out), read_observers(annotation_dir))
+
+
+def test_trailing_blank_lines_are_ignored(annotation_dir, tmp_path):
+    out = copy_files(annotation_dir, tmp_path / "blank", lambda _, data: data + b"\r\n\n  \n")
+    assert_frame_equal(read_observers(out), read_observers(annotation_dir))
+
+
+@pytest.mark.parametrize("tail", ["", "\n", "\r\n", "\n\n"],
+                         ids=["no-newline", "LF", "CRLF", "blank-line"])
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8], ids=["no-BOM", "BOM"])
+def test_header_only_file_is_refused(tmp_path, tail, bom):
+    path = tmp_path / "av1o04.csv"
+    path.write_bytes(bom + (HEADER + tail).encode())
+    with pytest.raises(InputDataError, match="header but no annotation rows") as err:
+        read_observer(path)
+    assert "av1o04.csv" in str(err.value)
+    assert err.value.path == str(path)
+
+
+def test_folder_with_one_header_only_file_is_refused(annotation_dir, tmp_path):
+    out = copy_files(annotation_dir, tmp_path / "truncated",
+                     lambda name, data: data.splitlines(keepends=True)[0]
+                     if name == "av1o02.csv" else data)
+    with pytest.raises(InputDataError, match="header but no annotation rows") as err:
+        read_observers(out)
+    assert err.value.path == str(out / "av1o02.csv")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty"),
+        (codecs.BOM_UTF8, "no content"),
+        (b"\r\n\n  \n", "no content"),
+    ],
+    ids=["0-bytes", "BOM-only", "blank-lines"],
+)
+def test_empty_file_is_refused(tmp_path, content, problem):
+    path = tmp_path / "av1o05.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputDataError, match=problem) as err:
+        read_observer(path)
+    assert "av1o05.csv" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "problem"),
+    [
+        ("utf-16", "UTF-16 encoded"),  # with a byte-order mark, as spreadsheets write it
+        ("utf-32", "UTF-32 encoded"),
+        ("utf-16-le", "not UTF-8"),  # no byte-order mark
+        ("utf-16-be", "not UTF-8"),
+    ],
+)
+def test_utf16_file_is_refused_naming_the_encoding(tmp_path, encoding, problem):
+    path = tmp_path / "av1o06.csv"
+    path.write_bytes("\r\n".join([HEADER, GOOD, ""]).encode(encoding))
+    with pytest.raises(InputDataError, match=problem) as err:
+        read_observer(path)
+    assert "av1o06.csv" in str(err.value)
+    assert "UTF-8" in str(err.value)
+
+
+def test_other_encoding_names_file_and_line(tmp_path):
+    path = tmp_path / "av1o07.csv"
+    path.write_bytes("\r\n".join([HEADER, GOOD, GOOD.replace("FORREST", "JÉNNY")]).encode("cp1252"))
+    with pytest.raises(InputDataError, match="not a UTF-8 text file") as err:
+        read_observer(path)
+    assert err.value.line == 3
+    assert "av1o07.csv, line 3" in str(err.value)
+
+
+def test_line_numbers_count_lines_of_quoted_multiline_fields(tmp_path):
+    two_lines = GOOD.replace("FORREST", '"FOR\nREST"')
+    path = write(tmp_path, "av1o08.csv", HEADER, two_lines, GOOD, "", GOOD)
+    assert read_observer(path)["row"].tolist() == [2, 4, 6]
+    path = write(tmp_path, "av1o08.csv", HEADER, two_lines, GOOD.replace("LOW", "MEDIUM"))
+    with pytest.raises(InputDataError, match="arousal") as err:
+        read_observer(path)
+    assert err.value.line == 4
