@@ -60,8 +60,14 @@ min_count: int = 70  # classes with fewer kept steps are dropped; the original u
 n_per_class: int = 70  # steps sampled per class; the original used 70
 keep: str = "selected"  # volumes cached: selected, labelled or all
 mask: Optional[str] = None  # None z-scores whole volumes as the original; epi or a mask NIfTI path
+standardize: str = "run"  # run: each voxel detrended and z-scored within its run (nilearn's clean); volume: each volume by its own mean and std (the original)
 seed: int = 0  # seed of the class balancing and of the generated data
 progress: bool = True  # show progress bars
+
+# %% tags=["remove-cell"]
+from emolib.book.params import check_parameters
+
+check_parameters("01_dataprep")  # a name papermill injected that is not declared above is an error
 
 # %%
 import matplotlib.pyplot as plt
@@ -194,6 +200,15 @@ counts.head(12)
 # is read at that *stimulus time*. A moment inside an overlap was seen in two runs: both volumes
 # are kept, and the sample table records the other run (`overlap_run`) so that the training
 # splits can keep such twins on the same side.
+#
+# **Standardisation.** The original z-scored each volume by its own mean and standard
+# deviation over voxels (`standardize="volume"`). That keeps each run's mean image, its slow
+# drift and its gain in the input, all far larger than a 1-2 % emotion response, and all
+# different between runs: a run split must then generalise across them. The default here,
+# `standardize="run"`, detrends and z-scores every voxel's time series within its run, as
+# `nilearn.signal.clean` does per run and as decoding studies usually do; it uses no label and
+# no other run, so it cannot leak across a run split. On the demo's generated data at 2 % it
+# lifts the linear baseline's run-split AUC from 0.53 to 0.69 (4 folds, measured once).
 
 # %%
 overlaps = pd.DataFrame(timing.overlaps(), columns=["run", "next run", "overlap (s)"])
@@ -205,8 +220,8 @@ prepared = prepare_dataset(
     src.bids_dir, src.annotations_dir, out_dir, annotation_pattern=annotation_pattern,
     subjects=subjects, timing=timing, label_mode=label_mode, min_observers=min_observers,
     hrf_lag=hrf_lag, min_count=min_count, n_per_class=n_per_class, keep=keep, mask=mask,
-    layout=layout, entities=entities, affine_tolerance=affine_tolerance, seed=seed,
-    progress=progress,
+    standardize=standardize, layout=layout, entities=entities,
+    affine_tolerance=affine_tolerance, seed=seed, progress=progress,
 )
 samples = prepared.samples
 display(Markdown(

@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 
 from emolib.errors import InputDataError
-from emolib.forrest.dataprep import label_volumes, load_prepared, prepare_dataset, zscore_volumes
+from emolib.forrest.dataprep import (
+    label_volumes,
+    load_prepared,
+    prepare_dataset,
+    zscore_volumes,
+    zscore_voxels,
+)
 from emolib.forrest.labels import consensus_labels, select_classes
 from emolib.forrest.timing import RunTiming
 from emolib.io.annotations import read_observers
@@ -34,6 +40,50 @@ def test_zscore_volumes_matches_numpy(rng):
     assert (out[:, ~mask] == 0).all()
     const = np.ones((2, 2, 2, 1), np.float32)
     assert (zscore_volumes(const) == 0).all()
+
+
+@pytest.mark.parametrize("n_t", [3, 4, 37])
+def test_zscore_voxels_matches_nilearn_clean(rng, n_t):
+    from nilearn.signal import clean
+
+    trend = np.linspace(0, 40, n_t)
+    chunk = (rng.normal(1000, 30, size=(9, 5, 3, 1)) + trend
+             + rng.normal(0, 3, size=(9, 5, 3, n_t))).astype(np.float32)
+    chunk[0, 0, 0] = 7.0  # a constant voxel
+    vols = np.array([n_t - 1, 0, n_t // 2])
+    out = zscore_voxels(chunk, vols, slab=4)  # slabs that do not divide the 9 planes
+    assert out.shape == (3, 9, 5, 3) and out.dtype == np.float32
+    ref = clean(chunk.reshape(-1, n_t).T.astype(np.float64), detrend=True,
+                standardize="zscore_sample", standardize_confounds=False)
+    ref = ref.T.reshape(chunk.shape)
+    np.testing.assert_allclose(out, np.moveaxis(ref[..., vols], -1, 0), atol=2e-5)
+    assert (out[:, 0, 0, 0] == 0).all()
+    mask = np.zeros((9, 5, 3), bool)
+    mask[2:7, 1:4] = True
+    masked = zscore_voxels(chunk, vols, mask)
+    assert (masked[:, ~mask] == 0).all()
+    np.testing.assert_allclose(masked[:, mask], out[:, mask])
+
+
+def test_run_standardisation_in_prepared_volumes(tiny_dataset, tmp_path):
+    """standardize="run": each cached volume is its voxels' run-wise z-scores, computed from
+    every volume of the run (not only the cached ones), as nilearn.signal.clean does."""
+    from nilearn.signal import clean
+
+    prep = prepare(tiny_dataset, tmp_path / "prep", standardize="run")
+    assert prep.manifest["parameters"]["standardize"] == "run"
+    s = prep.samples
+    for i in (0, len(s) - 1):
+        row = s.iloc[i]
+        path = (tiny_dataset / "ds000113" / f"sub-{row['subject']}" / "ses-movie" / "func" /
+                f"sub-{row['subject']}_ses-movie_task-movie_run-{row['run']}_bold.nii.gz")
+        data = nib.load(path).get_fdata()
+        ref = clean(data.reshape(-1, data.shape[-1]).T, detrend=True,
+                    standardize="zscore_sample", standardize_confounds=False)
+        vol = ref[row["volume"]].reshape(data.shape[:3])
+        np.testing.assert_allclose(prep.volumes[i], vol, atol=2e-4)
+    with pytest.raises(ValueError, match="standardize"):
+        prepare(tiny_dataset, tmp_path / "bad", standardize="voxel")
 
 
 def test_samples_are_labelled_from_the_stimulus_time(tiny_dataset, tmp_path):

@@ -98,9 +98,14 @@ def describe_data(runs: dict) -> str:
         f"{' '.join(map(str, timing['n_volumes']))} volumes per run; each volume was "
         f"labelled at its movie time minus a hemodynamic lag of {p['hrf_lag']:g} s. Volumes "
         f"seen in two runs' overlap were kept in both.",
-        f"**Volumes.** {o['n_samples']} volumes were z-scored by their own mean and standard "
-        f"deviation " + ("over the whole volume (as the original)." if not p.get("mask")
-                         else f"inside a brain mask (`{p['mask']}`)."),
+        (f"**Volumes.** {o['n_samples']} volumes were cached; every voxel's time series was "
+         "linearly detrended and z-scored over all volumes of its run (as "
+         "`nilearn.signal.clean` does per run)"
+         + (" inside a brain mask (`" + str(p["mask"]) + "`)." if p.get("mask") else ".")
+         if p.get("standardize", "volume") == "run" else
+         f"**Volumes.** {o['n_samples']} volumes were z-scored by their own mean and standard "
+         f"deviation " + ("over the whole volume (as the original)." if not p.get("mask")
+                          else f"inside a brain mask (`{p['mask']}`).")),
     ])
 
 

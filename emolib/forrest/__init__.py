@@ -17,6 +17,7 @@ from emolib.forrest.dataprep import (
     prepare_dataset,
     summarize_inputs,
     zscore_volumes,
+    zscore_voxels,
 )
 from emolib.forrest.labels import class_counts, consensus_labels, select_classes
 from emolib.forrest.leaks import (
@@ -47,4 +48,5 @@ __all__ = [
     "label_volumes", "leak_table", "load_atlas",
     "load_prepared", "make_rois", "make_splits", "masks_from_labels", "parcellate_mask",
     "prepare_dataset", "removal_table", "select_classes", "summarize_inputs", "zscore_volumes",
+    "zscore_voxels",
 ]

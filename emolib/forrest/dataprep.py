@@ -4,8 +4,10 @@
 into one output folder that later stages read fast::
 
     samples.csv      one row per cached volume: subject, run, volume, movie time, label ...
-    volumes.npy      float32 (n_samples, x, y, z), each volume z-scored by its own mean and
-                     std (within its subject's mask when one is used); open with mmap_mode="r"
+    volumes.npy      float32 (n_samples, x, y, z), standardised (``standardize``): each volume
+                     z-scored by its own mean and std (the original), or each voxel's time
+                     series detrended and z-scored within its run; inside the subject's mask
+                     when one is used; open with mmap_mode="r"
     labels.csv       the consensus label of every step of the movie-time grid
     mask_sub-XX.nii.gz   each subject's z-scoring mask (all ones without a mask), its affine
     mask.nii.gz      their union on the voxel grid (voxels inside any subject's mask)
@@ -52,6 +54,7 @@ from emolib.paths import atomic_output_dir
 
 STAGE = "01_dataprep"
 KEEP = ("selected", "labelled", "all")
+STANDARDIZE = ("volume", "run")
 
 
 @dataclass
@@ -133,6 +136,40 @@ def zscore_volumes(chunk: np.ndarray, mask: np.ndarray | None = None) -> np.ndar
     return data
 
 
+def zscore_voxels(data: np.ndarray, volumes: np.ndarray, mask: np.ndarray | None = None,
+                  slab: int = 8) -> np.ndarray:
+    """Detrend and z-score every voxel's time series over one run; returns ``(t, x, y, z)``.
+
+    The statistics of each voxel come from all ``data.shape[-1]`` volumes of the run (a
+    linear trend and the mean removed, then divided by the sample standard deviation,
+    ddof=1): what :func:`nilearn.signal.clean` does with ``detrend=True,
+    standardize="zscore_sample"`` on one run. Only the volumes at indices ``volumes`` are
+    returned. A constant voxel becomes 0 (nilearn leaves it at 0 too), as do voxels outside
+    ``mask`` and every voxel of a run of fewer than 3 volumes (a line fits them exactly).
+    The statistics are computed in float64, ``slab`` x-planes at a time, so that a full-size
+    run (80 x 80 x 35 x 542) needs tens of megabytes beyond its own data.
+    """
+    n_t = data.shape[-1]
+    vols = np.asarray(volumes, dtype=np.intp)
+    tc = np.arange(n_t, dtype=np.float64) - (n_t - 1) / 2.0
+    tss = float(tc @ tc)
+    out = np.zeros((len(vols), *data.shape[:3]), dtype=np.float32)
+    for a in range(0, data.shape[0], slab):
+        y = np.asarray(data[a:a + slab], dtype=np.float64)  # (s, y, z, t)
+        mean = y.mean(axis=-1, keepdims=True)
+        y -= mean
+        slope = (y @ tc)[..., None] / tss if tss > 0 else np.zeros_like(mean)
+        y -= slope * tc
+        sd = y.std(axis=-1, ddof=1, keepdims=True) if n_t > 2 else np.zeros_like(mean)
+        flat = sd <= 1e-9 * np.maximum(np.abs(mean), 1.0)  # constant up to rounding
+        z = y[..., vols] / np.where(flat, 1.0, sd)
+        z[np.broadcast_to(flat, z.shape)] = 0.0
+        out[:, a:a + slab] = np.moveaxis(z, -1, 0)
+    if mask is not None:
+        out[:, ~mask] = 0.0
+    return out
+
+
 def label_volumes(
     timing: RunTiming, labels: pd.DataFrame, selected: pd.DataFrame, hrf_lag: float = 4.0,
     label_step: float = 2.0,
@@ -200,6 +237,7 @@ def prepare_dataset(
     classes: list[str] | None = None,
     keep: str = "selected",
     mask: str | os.PathLike | None = None,
+    standardize: str = "volume",
     expected_tr: float = 2.0,
     layout: str = "bids",
     entities: dict[str, str] | None = None,
@@ -242,6 +280,13 @@ def prepare_dataset(
         a mask NIfTI on the data's grid, and a path holding ``{subject}`` one mask per
         subject (needed in native space, where one mask fits one subject only). ``None``
         z-scores whole volumes (the original).
+    standardize : {"volume", "run"}, default="volume"
+        ``"volume"``: each volume z-scored by its own mean and std over its voxels
+        (:func:`zscore_volumes`, the original project's). ``"run"``: each voxel's time series
+        linearly detrended and z-scored over all volumes of its run (:func:`zscore_voxels`,
+        as :func:`nilearn.signal.clean` with ``runs`` does), which removes each run's mean
+        image, drift and gain: what decoding studies usually do. It uses no labels and no
+        other run, so it cannot leak across a run split.
     expected_tr : float, default=2.0
         TR every run must have: by BIDS inheritance (top-level ``task-movie_bold.json``),
         checked against the header's, or the header's where no sidecar gives one.
@@ -269,6 +314,8 @@ def prepare_dataset(
     """
     if keep not in KEEP:
         raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
+    if standardize not in STANDARDIZE:
+        raise ValueError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
     bids_dir, annotations_dir, out_dir = Path(bids_dir), Path(annotations_dir), Path(out_dir)
     params = {
         "bids_dir": bids_dir, "annotations_dir": annotations_dir,
@@ -276,7 +323,8 @@ def prepare_dataset(
         "timing": {"starts": timing.starts, "n_volumes": timing.n_volumes, "tr": timing.tr},
         "label_mode": label_mode, "min_observers": min_observers, "hrf_lag": hrf_lag,
         "min_count": min_count, "n_per_class": n_per_class, "classes": classes, "keep": keep,
-        "mask": None if mask is None else str(mask), "expected_tr": expected_tr,
+        "mask": None if mask is None else str(mask), "standardize": standardize,
+        "expected_tr": expected_tr,
         "layout": layout, "entities": entities, "affine_tolerance": affine_tolerance,
         "seed": seed,
     }
@@ -367,7 +415,10 @@ def prepare_dataset(
                 idx = rows.get((sub, run))
                 run_sum = data.sum(axis=3, dtype=np.float64)
                 mean_acc = run_sum if mean_acc is None else mean_acc + run_sum
-                if idx is not None:
+                if idx is not None and standardize == "run":
+                    vols = samples["volume"].to_numpy()[idx]
+                    volumes[idx] = zscore_voxels(data, vols, mask_arr)
+                elif idx is not None:
                     vols = samples["volume"].to_numpy()[idx]
                     for a in range(0, len(idx), 64):
                         sl = idx[a:a + 64]
@@ -464,5 +515,5 @@ def summarize_inputs(prepared: PreparedData) -> pd.DataFrame:
 
 __all__ = [
     "PreparedData", "label_volumes", "load_prepared", "prepare_dataset", "summarize_inputs",
-    "timing_from_dict", "zscore_volumes",
+    "timing_from_dict", "zscore_volumes", "zscore_voxels",
 ]
