@@ -61,6 +61,11 @@ restart: bool = False  # delete earlier outputs instead of resuming from them
 seed: int = 0  # seed of initialisation, batch order and dropout
 progress: bool = True  # show progress bars
 
+# %% tags=["remove-cell"]
+from emolib.book.params import check_parameters
+
+check_parameters("02_training")  # a name papermill injected that is not declared above is an error
+
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd

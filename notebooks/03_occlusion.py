@@ -64,6 +64,11 @@ seed: int = 0  # seed of the draw of volumes to occlude
 device: str = "auto"  # auto uses a GPU when there is one, else the CPU
 progress: bool = True  # show progress bars
 
+# %% tags=["remove-cell"]
+from emolib.book.params import check_parameters
+
+check_parameters("03_occlusion")  # a name papermill injected that is not declared above is an error
+
 # %%
 import time
 

@@ -70,6 +70,11 @@ device: str = "auto"  # auto runs the networks on a GPU when there is one, else 
 seed: int = 0  # seed of the parcellation and of the bootstrap
 progress: bool = True  # common profile parameter; this chapter has no long loop to show
 
+# %% tags=["remove-cell"]
+from emolib.book.params import check_parameters
+
+check_parameters("04_rsa")  # a name papermill injected that is not declared above is an error
+
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd

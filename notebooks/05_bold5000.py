@@ -95,6 +95,11 @@ alpha: float = 0.05  # false discovery rate of the tests (Benjamini-Hochberg)
 seed: int = 0  # seed of the generated data and of the bootstrap
 progress: bool = True  # show progress bars
 
+# %% tags=["remove-cell"]
+from emolib.book.params import check_parameters
+
+check_parameters("05_bold5000")  # a name papermill injected that is not declared above is an error
+
 # %%
 from functools import partial
 

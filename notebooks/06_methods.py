@@ -37,6 +37,11 @@ data_dir: Optional[str] = None  # data folder; None means $EMOLIB_DATA, else dat
 seed: int = 0  # unused here; every chapter takes it
 progress: bool = True  # unused here; every chapter takes it
 
+# %% tags=["remove-cell"]
+from emolib.book.params import check_parameters
+
+check_parameters("06_methods")  # a name papermill injected that is not declared above is an error
+
 # %%
 import pandas as pd
 from IPython.display import Markdown, display

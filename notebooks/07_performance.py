@@ -44,6 +44,11 @@ rsa_args: list = ["--n-patterns", "300", "--n-bootstrap", "50"]  # arguments of 
 seed: int = 0  # unused here; every chapter takes it
 progress: bool = True  # unused here; every chapter takes it
 
+# %% tags=["remove-cell"]
+from emolib.book.params import check_parameters
+
+check_parameters("07_performance")  # a name papermill injected that is not declared above is an error
+
 # %%
 import matplotlib.pyplot as plt
 import torch

@@ -40,6 +40,11 @@ coverage_n: int = 300  # simulated decodings (null and planted) for the coverage
 seed: int = 0  # seed of the simulations
 progress: bool = True  # unused here; every chapter takes it
 
+# %% tags=["remove-cell"]
+from emolib.book.params import check_parameters
+
+check_parameters("08_honesty")  # a name papermill injected that is not declared above is an error
+
 # %%
 import tempfile
 

@@ -6,12 +6,21 @@ what earlier ones wrote), through the ``smoke_book`` fixture of ``conftest.py``.
 
 import json
 import re
+import subprocess
+import sys
 
 import nbformat
 import pytest
 import yaml
 
-from emolib.book.runner import NOTEBOOKS_DIR, NotebookFailed, execute_notebook
+from emolib.book.params import ParameterError, check_parameters
+from emolib.book.runner import (
+    NOTEBOOKS_DIR,
+    NotebookFailed,
+    execute_notebook,
+    run_profile,
+    to_ipynb,
+)
 from emolib.paths import REPO_ROOT
 from tests.conftest import NOTEBOOKS, SMOKE
 
@@ -33,6 +42,9 @@ def test_notebook_shape(name):
     text = (NOTEBOOKS_DIR / f"{name}.py").read_text()
     assert '# %% tags=["parameters"]' in text
     assert '# %% tags=["colab"]' in text
+    # the cell after the parameters refuses names papermill injected that are not declared
+    after = text.split('# %% tags=["parameters"]', 1)[1].split("# %%", 2)[1]
+    assert f'check_parameters("{name}")' in after
     assert not re.search(r"^\s*(def|class) ", text, flags=re.M), "logic belongs in emolib"
     url = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())["repository"]["url"]
     assert url in text, "the Colab cell installs from the repository of _config.yml"
@@ -67,3 +79,46 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path):
     with pytest.raises(NotebookFailed, match=r"notebooks/01_dataprep.py failed in cell \d+"):
         execute_notebook("01_dataprep", {"source": "no-such-source", "data_dir": str(tmp_path)},
                          output_dir=tmp_path, progress=False)
+
+
+def test_check_parameters_reads_papermill_injected_cell():
+    params = 'epochs: int = 50  # epochs\nlr = 1e-3\nfolds: Optional[list] = None\n'
+    check_parameters("nb", ["", "import x", params, "# Parameters\nepochs = 3\nlr = 0.1\n",
+                            "check()"])
+    check_parameters("nb", ["", params, "check()"])  # nothing injected: nothing to check
+    with pytest.raises(ParameterError, match=r"nb: unknown parameter 'epoch' \(did you mean "
+                                             r"'epochs'\?\)"):
+        check_parameters("nb", ["", params, "# Parameters\nepoch = 3\n", "check()"])
+
+
+def test_misspelt_parameter_is_refused_by_plain_papermill(tmp_path):
+    """`papermill ... -p epoch 3`: the notebook stops at its check cell, before any work
+    (nothing is written under the data folder it was given)."""
+    src = tmp_path / "02_training.ipynb"
+    nbformat.write(to_ipynb(NOTEBOOKS_DIR / "02_training.py"), src)
+    data = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(src), str(tmp_path / "out.ipynb"),
+         "-p", "epoch", "3", "-p", "data_dir", str(data), "--no-progress-bar"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode != 0
+    assert "unknown parameter 'epoch' (did you mean 'epochs'?)" in proc.stdout + proc.stderr
+    assert not data.exists()
+
+
+def test_misspelt_profile_parameter_fails_before_any_notebook_runs(tmp_path):
+    profile = tmp_path / "typo.yaml"
+    for body, match in (
+        ({"common": {"seed": 0}, "notebooks": {"01_dataprep": {"n_subject": 2},
+                                              "02_training": {}}},
+         r"notebook 01_dataprep: unknown parameter 'n_subject' \(did you mean 'n_subjects'"),
+        ({"common": {"sed": 0}, "notebooks": {"01_dataprep": {}}},
+         r"common \(declared by no notebook\): unknown parameter 'sed' \(did you mean "
+         r"'seed'"),
+        ({"common": {}, "notebooks": {"01_dataprep": {}, "08_honesty": {"calibration": 4}}},
+         r"notebook 08_honesty: unknown parameter 'calibration' \(did you mean "
+         r"'calibration_n'"),
+    ):
+        profile.write_text(yaml.safe_dump({"name": "typo", **body}))
+        with pytest.raises(ParameterError, match=match):
+            run_profile(str(profile), build=False, progress=False)

@@ -27,11 +27,12 @@ import nbformat
 import papermill as pm
 import yaml
 
+from emolib.book.params import check_names, check_profile, parse_parameters
 from emolib.paths import REPO_ROOT
 
 __all__ = [
     "BOOK_DIR", "NOTEBOOKS_DIR", "NotebookFailed", "PROFILES_DIR", "build_book",
-    "copy_book_sources", "execute_notebook", "load_profile", "main",
+    "copy_book_sources", "declared_parameters", "execute_notebook", "load_profile", "main",
     "notebook_parameters", "present_parameters", "record_parameters", "run_profile",
     "stage_static_assets", "to_ipynb",
 ]
@@ -49,8 +50,9 @@ class NotebookFailed(RuntimeError):
 def load_profile(profile: str | Path) -> dict:
     """Read a profile: a name in ``profiles/`` or a path to a YAML file.
 
-    A profile has ``common`` parameters (given to every notebook) and a ``notebooks`` mapping
-    of notebook name -> its own parameters; only the notebooks it lists are run.
+    A profile has ``common`` parameters (given to every notebook that declares them) and a
+    ``notebooks`` mapping of notebook name -> its own parameters; only the notebooks it lists
+    are run.
     """
     path = Path(profile)
     if not path.suffix:
@@ -66,9 +68,29 @@ def load_profile(profile: str | Path) -> dict:
     return spec
 
 
+def declared_parameters(name: str) -> dict:
+    """The parameters ``notebooks/<name>.py`` declares (its ``parameters`` cell), with their
+    default values."""
+    source = NOTEBOOKS_DIR / f"{name}.py"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} does not exist")
+    for cell in jupytext.read(source).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return parse_parameters(cell.source)
+    return {}
+
+
 def notebook_parameters(spec: dict, name: str) -> dict:
-    """Parameters of one notebook under a profile: common ones, then its own."""
-    return {**spec["common"], **(spec["notebooks"].get(name) or {})}
+    """Parameters of one notebook under a profile: the common ones it declares, then its own.
+
+    Raises :class:`emolib.book.params.ParameterError` for a name of its own that the
+    notebook does not declare.
+    """
+    known = declared_parameters(name)
+    own = spec["notebooks"].get(name) or {}
+    check_names(own, known, f"profile {spec.get('name', '?')!r}: notebook {name}")
+    common = {k: v for k, v in spec["common"].items() if k in known}
+    return {**common, **own}
 
 
 def to_ipynb(source: Path) -> nbformat.NotebookNode:
@@ -143,8 +165,6 @@ def present_parameters(path: Path) -> dict:
     this run used, marking those the profile changed. Cells tagged ``colab`` (the install
     cell for Colab) are removed from the book.
     """
-    import ast
-
     nb = nbformat.read(path, as_version=4)
     defaults, injected, where = {}, {}, None
     for i, cell in enumerate(nb.cells):
@@ -157,14 +177,7 @@ def present_parameters(path: Path) -> dict:
             if tag in tags:
                 if "hide-input" not in tags:
                     tags.append("hide-input")
-                for node in ast.parse(cell.source).body:
-                    target = getattr(node, "target", None) or (
-                        node.targets[0] if isinstance(node, ast.Assign) else None)
-                    if isinstance(target, ast.Name) and node.value is not None:
-                        try:
-                            store[target.id] = ast.literal_eval(node.value)
-                        except ValueError:
-                            store[target.id] = ast.unparse(node.value)
+                store.update(parse_parameters(cell.source))
                 if tag == "injected-parameters":
                     where = i
     effective = {**defaults, **injected}
@@ -252,6 +265,8 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
     missing = [n for n in (only or []) if n not in spec["notebooks"]]
     if missing:
         raise ValueError(f"profile {spec['name']!r} has no notebook(s) {missing}")
+    # every name of the profile checked before any notebook runs
+    check_profile(spec, {n: declared_parameters(n) for n in spec["notebooks"]})
     total = time.perf_counter()
     for i, name in enumerate(names, start=1):
         print(f"[{i}/{len(names)}] {name} (profile {spec['name']})", flush=True)
