@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import re
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +18,7 @@ from emolib.occlusion import (
     occlusion_map,
     spread_coarse_maps,
     supports_incremental,
+    why_not_incremental,
     window_starts,
 )
 from emolib.testing import captum_occlusion, seeded_cnn
@@ -179,16 +184,206 @@ def test_generic_model_uses_the_batched_engine_and_matches_captum():
 
 
 def test_incremental_engine_is_only_for_the_plain_emotion_cnn():
-    assert supports_incremental(_cnn())
+    assert supports_incremental(_cnn()) and why_not_incremental(_cnn()) is None
 
     class Tweaked(EmotionCNN):
         def forward(self, x):
             return super().forward(x) * 2
 
-    assert not supports_incremental(Tweaked(n_classes=3))
-    odd = EmotionCNN(n_classes=3)
+    assert not supports_incremental(Tweaked(n_classes=3).eval())
+    assert "overrides EmotionCNN.forward" in why_not_incremental(Tweaked(n_classes=3).eval())
+    odd = EmotionCNN(n_classes=3).eval()
     odd.block2.depthwise_act = nn.ReLU()
     assert not supports_incremental(odd)
+    assert "model.block2.depthwise_act is a ReLU" in why_not_incremental(odd)
+    assert "not an emolib.models.cnn.EmotionCNN" in why_not_incremental(_TinyNet())
+
+
+# --------------------------------------------------------------------------------------
+# models the incremental engine does not compute exactly: refused, and the batched engine
+# (under method="auto") gives Captum's maps
+# --------------------------------------------------------------------------------------
+
+SHAPE, PATCH, STRIDE = (17, 7, 6), (2, 2, 2), (2, 2, 2)  # block4 is 2 x 1 x 1
+
+
+def _plain_maps() -> np.ndarray:
+    """Maps of the unmodified network: what the incremental engine, which reads only the
+    weights, gives for a modified one if it does not refuse it."""
+    res = occlusion_map(_cnn(), _volumes(1, (1, *SHAPE), seed=21), 1, PATCH, STRIDE,
+                        progress=False)  # fmt: skip
+    assert res.method == "incremental"
+    return res.maps[0]
+
+
+def _refused_but_captums(model: nn.Module, why: str, plain: np.ndarray) -> None:
+    """``model`` is refused for ``why`` (a regex): ``method="incremental"`` raises, and
+    ``method="auto"`` warns, runs the batched engine and gives Captum's maps, which differ
+    from ``plain`` (:func:`_plain_maps`)."""
+    assert not supports_incremental(model)
+    assert re.search(why, why_not_incremental(model))
+    x = _volumes(1, (1, *SHAPE), seed=21)
+    with pytest.raises(ValueError, match=why):
+        occlusion_map(model, x, 1, PATCH, STRIDE, method="incremental", progress=False)
+    with pytest.warns(UserWarning, match=why):
+        res = occlusion_map(model, x, 1, PATCH, STRIDE, progress=False)
+    assert res.method == "batched"
+    ref = _captum_map(model, x[0], 1, PATCH, STRIDE)
+    np.testing.assert_allclose(res.maps[0], ref, atol=TOL, rtol=0)
+    assert np.abs(plain - ref).max() > 100 * TOL  # the refusal matters
+
+
+def test_plain_cnn_in_eval_mode_runs_incremental_without_a_warning():
+    model = _cnn()
+    x = _volumes(1, (1, *SHAPE), seed=21)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = occlusion_map(model, x, 1, PATCH, STRIDE, progress=False)
+    assert res.method == "incremental"
+    ref = _captum_map(model, x[0], 1, PATCH, STRIDE)
+    assert np.abs(ref).max() > 1e-3
+    np.testing.assert_allclose(res.maps[0], ref, atol=TOL, rtol=0)
+
+
+def test_replaced_dropout_is_refused():
+    plain, model = _plain_maps(), _cnn()
+    model.dropout = nn.Softmax(dim=1)
+    _refused_but_captums(model, r"model\.dropout is a Softmax", plain)
+
+
+def _block_hook(model: EmotionCNN):
+    return model.block2.register_forward_hook(lambda mod, args, out: out * 1.1)
+
+
+def _stem_pre_hook(model: EmotionCNN):
+    return model.conv1.register_forward_pre_hook(lambda mod, args: (args[0] + 0.5,))
+
+
+def _model_hook(model: EmotionCNN):
+    return model.register_forward_hook(lambda mod, args, out: out + torch.arange(4.0))
+
+
+def _global_hook(model: EmotionCNN):
+    block = model.block3
+    return torch.nn.modules.module.register_module_forward_hook(
+        lambda mod, args, out: out - 0.2 if mod is block else None
+    )
+
+
+@pytest.mark.parametrize(("hook", "why"), [
+    (_block_hook, r"forward hook is registered on model\.block2"),
+    (_stem_pre_hook, r"forward pre hook is registered on model\.conv1"),
+    (_model_hook, r"forward hook is registered on model\b"),
+    (_global_hook, r"global forward hook"),
+], ids=["block", "stem-pre-hook", "model", "global"])  # fmt: skip
+def test_forward_hooks_are_refused_until_removed(hook, why):
+    plain, model = _plain_maps(), _cnn()
+    handle = hook(model)
+    try:
+        _refused_but_captums(model, why, plain)
+    finally:
+        handle.remove()
+    assert supports_incremental(model)
+    x = _volumes(1, (1, *SHAPE), seed=21)
+    res = occlusion_map(model, x, 1, PATCH, STRIDE, progress=False)
+    assert res.method == "incremental"
+    np.testing.assert_allclose(res.maps[0], _captum_map(model, x[0], 1, PATCH, STRIDE),
+                               atol=TOL, rtol=0)  # fmt: skip
+
+
+class _ScaledConv(nn.Conv3d):
+    def forward(self, x):
+        return super().forward(x) * 1.5
+
+
+def _scaled_depthwise(model: EmotionCNN) -> None:
+    old = model.block1.depthwise
+    new = _ScaledConv(old.in_channels, old.out_channels, 3, stride=2, padding=1,
+                      groups=old.groups, bias=False)  # fmt: skip
+    new.load_state_dict(old.state_dict())
+    model.block1.depthwise = new
+
+
+def _reordered_stem(model: EmotionCNN) -> None:
+    conv, bn, act = model.conv1
+    model.conv1 = nn.Sequential(conv, act, bn)
+
+
+def _replicate_padding(model: EmotionCNN) -> None:
+    model.block1.depthwise.padding_mode = "replicate"
+
+
+def _max_pool(model: EmotionCNN) -> None:
+    model.pool.avg = nn.AdaptiveMaxPool3d(1)
+
+
+def _instance_forward(model: EmotionCNN) -> None:
+    block = model.block3
+    block.forward = lambda x: nn.Sequential.forward(block, x) + 0.1
+
+
+@pytest.mark.parametrize(("modify", "why"), [
+    (_scaled_depthwise, r"model\.block1\.depthwise is a _ScaledConv, not a torch Conv3d"),
+    (_reordered_stem, r"model\.conv1\.1 is a ReLU6, not a torch BatchNorm3d"),
+    (_replicate_padding, r"model\.block1\.depthwise pads with .*replicate"),
+    (_max_pool, r"model\.pool\.avg is a AdaptiveMaxPool3d"),
+    (_instance_forward, r"model\.block3 has its own forward"),
+], ids=["conv-subclass", "reordered", "padding-mode", "max-pool", "instance-forward"])  # fmt: skip
+def test_other_layers_are_refused(modify, why):
+    plain, model = _plain_maps(), _cnn()
+    modify(model)
+    _refused_but_captums(model, why, plain)
+
+
+def test_batch_norm_without_running_statistics_is_refused():
+    model = _cnn()
+    bn = model.block2.project_bn
+    bn.track_running_stats, bn.running_mean, bn.running_var = False, None, None
+    assert re.search(r"model\.block2\.project_bn keeps no running statistics",
+                     why_not_incremental(model))  # fmt: skip
+    with pytest.raises(ValueError, match="running statistics"):
+        occlusion_map(model, _volumes(1, (1, *SHAPE)), 1, method="incremental", progress=False)
+
+
+class _DropoutStaysInTraining(EmotionCNN):
+    """Its ``eval()`` leaves the dropout in training mode (p=0 here, so still the identity:
+    Captum's maps are deterministic)."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.dropout.train(True)
+        return self
+
+
+def test_training_mode():
+    """The incremental engine computes eval mode: a model in training mode is refused by
+    :func:`why_not_incremental`; :func:`occlusion_map` runs every model in eval mode, so the
+    plain network is still computed incrementally there (Captum's maps in eval mode), and a
+    module that stays in training mode through ``eval()`` sends it to the batched engine."""
+    model = _cnn().train()
+    assert not supports_incremental(model)
+    assert re.search(r"in training mode: model, model\.conv1, \.\.\. \(\d+ of the modules",
+                     why_not_incremental(model))  # fmt: skip
+    x = _volumes(1, (1, *SHAPE), seed=21)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = occlusion_map(model, x, 1, PATCH, STRIDE, method="incremental", progress=False)
+    assert res.method == "incremental" and model.training
+    ref = _captum_map(copy.deepcopy(model).eval(), x[0], 1, PATCH, STRIDE)
+    np.testing.assert_allclose(res.maps[0], ref, atol=TOL, rtol=0)
+
+    stays = _DropoutStaysInTraining(n_classes=4, in_shape=SHAPE, dropout=0.0)
+    stays.load_state_dict(_cnn().state_dict())
+    stays.eval()
+    assert stays.dropout.training
+    why = r"in training mode: model\.dropout \(1 of the modules"
+    with pytest.raises(ValueError, match=why):
+        occlusion_map(stays, x, 1, PATCH, STRIDE, method="incremental", progress=False)
+    with pytest.warns(UserWarning, match=why):
+        res = occlusion_map(stays, x, 1, PATCH, STRIDE, progress=False)
+    assert res.method == "batched"
+    np.testing.assert_allclose(res.maps[0], _captum_map(stays, x[0], 1, PATCH, STRIDE),
+                               atol=TOL, rtol=0)  # fmt: skip
 
 
 def test_training_flags_are_restored():

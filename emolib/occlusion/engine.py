@@ -14,18 +14,22 @@ Two engines compute the drops:
 ``"batched"``
     Plain batched occlusion for any ``nn.Module``: ``batch_size`` occluded copies of the
     volume per forward pass (run on a ``channels_last_3d`` copy of the model when it has 3-D
-    convolutions, about twice as fast on CPU).
+    convolutions and no forward hooks, about twice as fast on CPU).
 ``"incremental"``
     For :class:`emolib.models.EmotionCNN`, exact and many times faster
     (:mod:`emolib.occlusion.incremental`).
 
-``method="auto"`` picks the incremental engine whenever the model is an ``EmotionCNN`` of
-the expected structure, else the batched one. The engine knows nothing of the study.
+``method="auto"`` picks the incremental engine whenever it computes the model exactly (an
+``EmotionCNN`` of the original structure, without hooks or replaced ``forward`` methods, in
+eval mode: :func:`~emolib.occlusion.incremental.why_not_incremental`), else the batched one,
+with a :class:`UserWarning` naming the reason when the model is an ``EmotionCNN``. The engine
+knows nothing of the study.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from emolib.errors import InputDataError
+from emolib.models.cnn import EmotionCNN
 from emolib.occlusion.grid import (
     Region,
     Triple,
@@ -44,7 +49,7 @@ from emolib.occlusion.grid import (
     target_prob,
     window_starts,
 )
-from emolib.occlusion.incremental import IncrementalOcclusion, supports_incremental
+from emolib.occlusion.incremental import IncrementalOcclusion, why_not_incremental
 
 __all__ = [
     "OcclusionResult", "occlusion_map",
@@ -122,15 +127,36 @@ def _batched_drops(
     return drops, base
 
 
+def _has_forward_hooks(model: nn.Module) -> bool:
+    """Whether a forward (pre-)hook is registered on a module of ``model`` or globally."""
+    glob = torch.nn.modules.module
+    if any(getattr(glob, a, None) for a in ("_global_forward_hooks", "_global_forward_pre_hooks")):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
 def _channels_last_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with 5-D weights in ``channels_last_3d`` (about 2x faster 3-D
-    convolutions on CPU here), or ``model`` itself if it has none or cannot be copied."""
-    if not any(p.dim() == 5 for p in model.parameters()):
+    convolutions on CPU here), or ``model`` itself if it has none, cannot be copied, or has
+    forward hooks (a hook may tell the modules apart by identity, which a copy changes)."""
+    if not any(p.dim() == 5 for p in model.parameters()) or _has_forward_hooks(model):
         return model
     try:
         return copy.deepcopy(model).to(memory_format=torch.channels_last_3d)
     except Exception:  # noqa: BLE001 - any failure: use the model as it is
         return model
+
+
+def _incremental_refusal(model: nn.Module) -> str | None:
+    """:func:`why_not_incremental` for the model as :func:`occlusion_map` runs it, in eval
+    mode (the training flags are restored)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        return why_not_incremental(model)
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 def _as_volumes(volumes: np.ndarray | torch.Tensor, in_channels: int | None) -> torch.Tensor:
@@ -175,8 +201,10 @@ def occlusion_map(
     Parameters
     ----------
     model : torch.nn.Module
-        Classifier returning logits ``(B, n_classes)``; run in eval mode on its own device
-        (its training flag is restored afterwards).
+        Classifier returning logits ``(B, n_classes)``; run in eval mode (``model.eval()``,
+        the modules' training flags are restored afterwards) on its own device, with its
+        hooks. A module that stays in training mode through ``eval()`` is run as it is, by
+        the batched engine.
     volumes : numpy.ndarray or torch.Tensor, shape (N, X, Y, Z) or (N, C, X, Y, Z)
         Volumes as the model expects them (z-scored).
     targets : int or sequence of int
@@ -195,7 +223,10 @@ def occlusion_map(
         still sees the whole volume.
     method : {"auto", "incremental", "batched"}, default="auto"
         Engine: ``"incremental"`` (exact, for :class:`emolib.models.cnn.EmotionCNN`, many times
-        faster), ``"batched"`` (any model) or ``"auto"`` (incremental when supported).
+        faster), ``"batched"`` (any model) or ``"auto"`` (incremental when it is exact for
+        the model in eval mode, see
+        :func:`~emolib.occlusion.incremental.why_not_incremental`; the result's ``method``
+        says which ran).
     progress : bool, default=True
         Show a progress bar over windows.
 
@@ -207,22 +238,36 @@ def occlusion_map(
     Raises
     ------
     ValueError
-        On inconsistent shapes, targets, patch/stride or an unsupported ``method``.
+        On inconsistent shapes, targets, patch/stride, an unknown ``method``, or
+        ``method="incremental"`` for a model the incremental engine cannot compute exactly
+        (the message says why).
     emolib.errors.InputDataError
         If the volumes contain NaN or infinite values.
+
+    Warns
+    -----
+    UserWarning
+        With ``method="auto"``, when the model is an ``EmotionCNN`` that the incremental
+        engine cannot compute exactly (a replaced layer, a hook, ...): the batched engine
+        runs instead, and the warning says why.
     """
     if method not in ("auto", "incremental", "batched"):
         raise ValueError(f"method must be 'auto', 'incremental' or 'batched', got {method!r}")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    incremental = supports_incremental(model)
-    if method == "incremental" and not incremental:
-        raise ValueError("the incremental engine needs an emolib.models.cnn.EmotionCNN")
-    use_incremental = incremental and method != "batched"
+    reason = _incremental_refusal(model)
+    if method == "incremental" and reason is not None:
+        raise ValueError(f"the incremental engine cannot compute this model exactly: {reason}")
+    if method == "auto" and reason is not None and isinstance(model, EmotionCNN):
+        warnings.warn(
+            f"occlusion_map runs the batched engine: the incremental one cannot compute this "
+            f"EmotionCNN exactly ({reason})", UserWarning, stacklevel=2,
+        )  # fmt: skip
+    use_incremental = reason is None and method != "batched"
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    in_channels = getattr(model, "in_channels", None) if incremental else None
+    in_channels = getattr(model, "in_channels", None) if reason is None else None
     x_all = _as_volumes(volumes, in_channels).to(dtype)
     n = x_all.shape[0]
     shape = tuple(int(s) for s in x_all.shape[2:])

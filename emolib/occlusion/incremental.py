@@ -12,6 +12,11 @@ by the number of positions. The result equals the plain forward pass up to float
 (about 1e-7 in probabilities). This is incremental CNN inference for occlusion (Nakandala et
 al., 2019, "Incremental and approximate inference for faster occlusion-based deep CNN
 explanations"), without their approximations.
+
+The engine reads the weights and never runs the model's modules, so it is exact only for the
+network it reimplements: :func:`why_not_incremental` (and :func:`supports_incremental`)
+refuse other layer types or settings, replaced ``forward`` methods, forward hooks and
+modules in training mode, and the batched engine is used for those instead.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from emolib.models.cnn import EmotionCNN, SeparableBlock3d
 from emolib.occlusion.grid import Triple, target_prob
 
 __all__ = [
-    "IncrementalOcclusion", "supports_incremental",
+    "IncrementalOcclusion", "supports_incremental", "why_not_incremental",
 ]
 
 
@@ -49,36 +54,195 @@ def _fold_bn(bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, shift
 
 
-def _is_plain_conv(conv: nn.Module, k: int | None = None, groups: int | None = None) -> bool:
-    if not isinstance(conv, nn.Conv3d) or conv.padding_mode != "zeros":
-        return False
-    if isinstance(conv.padding, str):
-        return False
+#: Methods through which a module is run. The incremental engine calls none of them, so
+#: none may be replaced on an instance (nor, for the network, on its class).
+_CALL_METHODS = ("forward", "__call__", "_call_impl", "_wrapped_call_impl")
+
+
+class _Unsupported(Exception):
+    """Why the incremental engine cannot compute a model exactly (the message)."""
+
+
+def _require(ok: bool, reason: str) -> None:
+    if not ok:
+        raise _Unsupported(reason)
+
+
+def _require_type(module: nn.Module, cls: type, where: str) -> None:
+    """``module`` must be exactly a ``cls``: a subclass may compute something else."""
+    _require(type(module) is cls,
+             f"{where} is a {type(module).__name__}, not a torch {cls.__name__}")  # fmt: skip
+
+
+def _children(
+    seq: nn.Module, where: str, cls: type, kinds: Sequence[type]
+) -> list[tuple[str, nn.Module]]:
+    """The children of a container of type ``cls``, which must be ``kinds`` in this order."""
+    _require_type(seq, cls, where)
+    named = [(f"{where}.{name}", m) for name, m in seq.named_children()]
+    _require(len(named) == len(kinds),
+             f"{where} holds {[type(m).__name__ for _, m in named]}, not "
+             f"{[k.__name__ for k in kinds]}")  # fmt: skip
+    for (name, m), kind in zip(named, kinds, strict=True):
+        _require_type(m, kind, name)
+    return named
+
+
+def _check_conv(
+    conv: nn.Module,
+    where: str,
+    in_channels: int,
+    groups: int,
+    *,
+    k: int | None = None,
+    stride: int | None = None,
+    padding: int | None = None,
+    out_channels: int | None = None,
+) -> None:
+    """A plain Conv3d: zero padding, cubic kernel, stride and padding, no dilation."""
+    _require_type(conv, nn.Conv3d, where)
     ks, st, pd, dl = conv.kernel_size, conv.stride, conv.padding, conv.dilation
-    if len(set(ks)) != 1 or len(set(st)) != 1 or len(set(pd)) != 1 or set(dl) != {1}:
-        return False
-    if k is not None and ks[0] != k:
-        return False
-    if k == 1 and (st[0] != 1 or pd[0] != 0):
-        return False
-    return groups is None or conv.groups == groups
+    _require(conv.padding_mode == "zeros" and not isinstance(pd, str),
+             f"{where} pads with {pd!r} ({conv.padding_mode}), not a number of zeros")  # fmt: skip
+    _require(len(set(ks)) == len(set(st)) == len(set(pd)) == 1,
+             f"{where} has kernel {ks}, stride {st}, padding {pd}: not cubic")  # fmt: skip
+    _require(set(dl) == {1}, f"{where} is dilated ({dl})")
+    for name, value, want in (("kernel", ks[0], k), ("stride", st[0], stride),
+                              ("padding", pd[0], padding), ("groups", conv.groups, groups),
+                              ("in_channels", conv.in_channels, in_channels),
+                              ("out_channels", conv.out_channels, out_channels)):  # fmt: skip
+        _require(want is None or value == want, f"{where} has {name} {value}, not {want}")
 
 
-def _is_bn(bn: nn.Module, channels: int) -> bool:
-    return (
-        isinstance(bn, nn.BatchNorm3d)
-        and bn.track_running_stats
-        and bn.running_mean is not None
-        and bn.num_features == channels
+def _check_bn(bn: nn.Module, where: str, channels: int) -> None:
+    """A BatchNorm3d with running statistics (what eval mode uses, folded into the conv)."""
+    _require_type(bn, nn.BatchNorm3d, where)
+    _require(bn.track_running_stats and bn.running_mean is not None
+             and bn.running_var is not None,
+             f"{where} keeps no running statistics (it normalises with batch statistics)")
+    _require(bn.num_features == channels,
+             f"{where} has {bn.num_features} features, not {channels}")  # fmt: skip
+
+
+def _check_relu6(act: nn.Module, where: str) -> None:
+    _require_type(act, nn.ReLU6, where)
+    _require((act.min_val, act.max_val) == (0.0, 6.0),
+             f"{where} clamps to [{act.min_val}, {act.max_val}], not [0, 6]")  # fmt: skip
+
+
+def _check_structure(model: EmotionCNN) -> None:
+    """The layers, in the order and with the settings that the incremental code computes."""
+    cls = type(model)
+    for name in ("features", *_CALL_METHODS):
+        _require(getattr(cls, name, None) is getattr(EmotionCNN, name, None),
+                 f"{cls.__name__} overrides EmotionCNN.{name}")  # fmt: skip
+    (wc, conv), (wb, bn), (wa, act) = _children(
+        model.conv1, "model.conv1", nn.Sequential, (nn.Conv3d, nn.BatchNorm3d, nn.ReLU6)
     )
+    _check_conv(conv, wc, model.in_channels, 1, stride=1)
+    _check_bn(bn, wb, conv.out_channels)
+    _check_relu6(act, wa)
+    c = conv.out_channels
+    block_kinds = (nn.Conv3d, nn.BatchNorm3d, nn.ReLU6) * 2 + (nn.Conv3d, nn.BatchNorm3d)
+    for name in ("block1", "block2", "block3", "block4"):
+        mods = _children(getattr(model, name), f"model.{name}", SeparableBlock3d, block_kinds)
+        (we, ex), (web, exbn), (wea, exact), (wd, dw), (wdb, dwbn), (wda, dwact) = mods[:6]
+        (wp, pj), (wpb, pjbn) = mods[6:]
+        h = ex.out_channels
+        _check_conv(ex, we, c, 1, k=1, stride=1, padding=0)
+        _check_bn(exbn, web, h)
+        _check_relu6(exact, wea)
+        _check_conv(dw, wd, h, h, out_channels=h)
+        _check_bn(dwbn, wdb, h)
+        _check_relu6(dwact, wda)
+        _check_conv(pj, wp, h, 1, k=1, stride=1, padding=0)
+        _check_bn(pjbn, wpb, pj.out_channels)
+        c = pj.out_channels
+    (wg, pool), (wf, flat) = _children(
+        model.pool, "model.pool", nn.Sequential, (nn.AdaptiveAvgPool3d, nn.Flatten)
+    )
+    size = tuple(np.broadcast_to(np.asarray(pool.output_size, dtype=object), 3))
+    _require(size == (1, 1, 1), f"{wg} pools to {pool.output_size}, not 1")
+    _require((flat.start_dim, flat.end_dim) in ((1, -1), (1, 4)),
+             f"{wf} flattens dimensions {flat.start_dim}..{flat.end_dim}, not 1..-1")
+    _require(type(model.dropout) in (nn.Dropout, nn.Identity),
+             f"model.dropout is a {type(model.dropout).__name__}, not a torch Dropout "
+             "(the identity in eval mode)")
+    _require_type(model.fc, nn.Linear, "model.fc")
+    _require(model.fc.in_features == c,
+             f"model.fc takes {model.fc.in_features} features, not {c}")  # fmt: skip
+
+
+def _check_state(model: EmotionCNN) -> None:
+    """No replaced forward, no forward hooks, every module in eval mode."""
+    glob = torch.nn.modules.module
+    for kind in ("forward_pre", "forward"):
+        _require(not getattr(glob, f"_global_{kind}_hooks", None),
+                 f"a global {kind.replace('_', ' ')} hook is registered "
+                 f"(torch.nn.modules.module.register_module_{kind}_hook)")  # fmt: skip
+    training = []
+    for name, m in model.named_modules():
+        where = f"model.{name}" if name else "model"
+        for attr in (*_CALL_METHODS, "features"):
+            _require(attr not in vars(m), f"{where} has its own {attr}, set on the instance")
+        _require(not m._forward_pre_hooks, f"a forward pre hook is registered on {where}")
+        _require(not m._forward_hooks, f"a forward hook is registered on {where}")
+        if m.training:
+            training.append(where)
+    _require(not training,
+             f"in training mode: {', '.join(training[:2])}{', ...' if len(training) > 2 else ''}"
+             f" ({len(training)} of the modules; batch norm would use batch statistics and"
+             " dropout would be random, the engine computes eval mode)")  # fmt: skip
+
+
+def why_not_incremental(model: nn.Module) -> str | None:
+    """Say why the incremental engine cannot compute ``model`` exactly.
+
+    The incremental engine never runs the model's modules: it reads their weights and
+    computes the eval-mode forward pass of the original :class:`emolib.models.cnn.EmotionCNN`
+    itself. Anything that makes the model compute something else is refused: another class,
+    or a subclass overriding ``forward``, ``features`` or the call machinery; a layer of
+    another type (a subclass included), order or setting (kernel, stride, padding, groups,
+    dilation, channels, padding mode, batch norm without running statistics, pooling to
+    other than one voxel, a read-out other than ``nn.Linear``, a dropout other than
+    ``nn.Dropout`` or ``nn.Identity``); a ``forward`` set on a module instance; a forward
+    hook or forward pre hook on any module or registered globally; a module in training
+    mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network, as it would be run.
+
+    Returns
+    -------
+    str or None
+        The first reason found, or None when the incremental engine equals ``model``'s
+        forward pass (up to float32 rounding).
+
+    See Also
+    --------
+    supports_incremental : The same as a bool.
+    """
+    if not isinstance(model, EmotionCNN):
+        return f"the model is a {type(model).__name__}, not an emolib.models.cnn.EmotionCNN"
+    try:
+        _check_structure(model)
+        _check_state(model)
+    except _Unsupported as e:
+        return str(e)
+    except (AttributeError, TypeError, ValueError) as e:  # layers missing or odd attributes
+        return f"the model's layers do not have the EmotionCNN's structure ({e})"
+    return None
 
 
 def supports_incremental(model: nn.Module) -> bool:
-    """Tell whether the incremental occlusion engine can run ``model`` exactly.
+    """Tell whether the incremental occlusion engine computes ``model`` exactly.
 
-    True for an :class:`emolib.models.cnn.EmotionCNN` whose ``forward`` is not overridden and
-    whose layers have the structure of the original network (stem convolution with batch
-    norm and ReLU6, depthwise-separable blocks, global average pooling, linear read-out).
+    True for an :class:`emolib.models.cnn.EmotionCNN` of the original structure, without
+    hooks or replaced ``forward`` methods, with every module in eval mode
+    (:func:`occlusion_map <emolib.occlusion.engine.occlusion_map>` puts the model in eval
+    mode before it asks). :func:`why_not_incremental` says why not.
 
     Parameters
     ----------
@@ -89,49 +253,7 @@ def supports_incremental(model: nn.Module) -> bool:
     -------
     bool
     """
-    if not isinstance(model, EmotionCNN):
-        return False
-    cls = type(model)
-    if cls.forward is not EmotionCNN.forward or cls.features is not EmotionCNN.features:
-        return False
-    try:
-        conv, bn, act = model.conv1.conv, model.conv1.bn, model.conv1.act
-        if len(model.conv1) != 3 or conv.groups != 1 or not _is_plain_conv(conv):
-            return False
-        if conv.stride[0] != 1 or not _is_bn(bn, conv.out_channels):
-            return False
-        if not isinstance(act, nn.ReLU6):
-            return False
-        c = conv.out_channels
-        for name in ("block1", "block2", "block3", "block4"):
-            block = getattr(model, name)
-            if type(block) is not SeparableBlock3d:
-                return False
-            mods = list(block.children())
-            if len(mods) != 8:
-                return False
-            ex, exbn, exact, dw, dwbn, dwact, pj, pjbn = mods
-            h = ex.out_channels
-            ok = (
-                _is_plain_conv(ex, 1, 1) and ex.in_channels == c and _is_bn(exbn, h)
-                and isinstance(exact, nn.ReLU6) and _is_plain_conv(dw, None, h)
-                and dw.in_channels == h and dw.out_channels == h and _is_bn(dwbn, h)
-                and isinstance(dwact, nn.ReLU6) and _is_plain_conv(pj, 1, 1)
-                and pj.in_channels == h and _is_bn(pjbn, pj.out_channels)
-            )  # fmt: skip
-            if not ok:
-                return False
-            c = pj.out_channels
-        pool = list(model.pool.children())
-        if len(pool) != 2 or not isinstance(pool[0], nn.AdaptiveAvgPool3d):
-            return False
-        if tuple(np.broadcast_to(pool[0].output_size, 3)) != (1, 1, 1):
-            return False
-        if not isinstance(pool[1], nn.Flatten):
-            return False
-        return isinstance(model.fc, nn.Linear) and model.fc.in_features == c
-    except (AttributeError, TypeError):
-        return False
+    return why_not_incremental(model) is None
 
 
 @dataclass
@@ -150,9 +272,16 @@ class _Layer:
 
 
 class IncrementalOcclusion:
-    """Incremental occlusion for an EmotionCNN (see the module docstring)."""
+    """Incremental occlusion for an EmotionCNN (see the module docstring).
+
+    Raises :class:`ValueError` for a model that :func:`why_not_incremental` refuses (the
+    model must be in eval mode already).
+    """
 
     def __init__(self, model: EmotionCNN):
+        reason = why_not_incremental(model)
+        if reason is not None:
+            raise ValueError(f"the incremental engine cannot compute this model: {reason}")
         self.model = model
         p = next(model.parameters())
         dev, dt = p.device, p.dtype
@@ -161,7 +290,7 @@ class IncrementalOcclusion:
         def cast(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=dev, dtype=dt).contiguous()
 
-        conv, bn = model.conv1.conv, model.conv1.bn
+        conv, bn, _ = model.conv1
         scale, shift = _fold_bn(bn)
         w = conv.weight.double() * scale[:, None, None, None, None]
         self.k0, self.pd0 = conv.kernel_size[0], conv.padding[0]
