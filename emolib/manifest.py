@@ -18,9 +18,13 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "TRACKED_PACKAGES", "jsonable", "package_versions", "read_manifest", "sha256_bytes",
-    "sha256_file", "write_manifest",
+    "INPUTS_FILE", "TRACKED_PACKAGES", "describe_changes", "fingerprint", "jsonable",
+    "package_versions", "read_manifest", "reuse_status", "sha256_bytes", "sha256_file",
+    "write_inputs", "write_manifest",
 ]
+
+#: File beside a reusable output that records what it was made from (see reuse_status).
+INPUTS_FILE = "inputs.json"
 
 #: Packages whose versions go into every manifest.
 TRACKED_PACKAGES = (
@@ -115,3 +119,75 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first")
     return json.loads(path.read_text())
+
+
+def fingerprint(obj) -> str:
+    """SHA-256 of the canonical JSON of ``obj`` (sorted keys; paths, arrays as in
+    :func:`jsonable`): equal for equal contents, whatever the order of dict entries."""
+    text = json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return sha256_bytes(text.encode())
+
+
+def describe_changes(old, new, prefix: str = "") -> list[str]:
+    """What differs between two JSON-like records, as ``"key: old -> new"`` lines (nested
+    keys joined by dots; long values abbreviated)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(f"{name}: new")
+            elif key not in new:
+                out.append(f"{name}: gone")
+            else:
+                out += describe_changes(old[key], new[key], name)
+        return out
+    if jsonable(old) == jsonable(new):
+        return []
+
+    def short(v) -> str:
+        text = json.dumps(jsonable(v), default=str)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return [f"{prefix or 'value'}: {short(old)} -> {short(new)}"]
+
+
+def reuse_status(folder: str | os.PathLike, inputs: dict, done: str | None = None
+                 ) -> tuple[str, str]:
+    """Whether the outputs in ``folder`` were made from ``inputs``: ``(status, reason)``.
+
+    ``inputs`` is everything the outputs depend on (parameters, fingerprints of input data),
+    as :func:`write_inputs` recorded it when they were made. ``status`` is
+
+    - ``"reuse"``: the same inputs, and (with ``done``) the file a finished stage writes last;
+    - ``"resume"``: the same inputs, ``done`` missing (an interrupted stage, to continue);
+    - ``"new"``: nothing there;
+    - ``"stale"``: made from other inputs, or before inputs were recorded, or unreadable:
+      to delete and recompute. ``reason`` then names the changes (:func:`describe_changes`).
+    """
+    folder = Path(folder)
+    path = folder / INPUTS_FILE
+    if not path.is_file():
+        if folder.is_dir() and any(folder.iterdir()):
+            return "stale", "made before its inputs were recorded"
+        return "new", "nothing there"
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        return "stale", f"unreadable {INPUTS_FILE}"
+    new = json.loads(json.dumps(jsonable(inputs), default=str))
+    if old != new:
+        return "stale", "; ".join(describe_changes(old, new)) or "inputs changed"
+    if done is not None and not (folder / done).is_file():
+        return "resume", "same inputs, unfinished"
+    return "reuse", "same inputs"
+
+
+def write_inputs(folder: str | os.PathLike, inputs: dict) -> Path:
+    """Record what the outputs in ``folder`` are made from (read by :func:`reuse_status`)."""
+    path = Path(folder) / INPUTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(jsonable(inputs), indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    return path

@@ -1,6 +1,7 @@
 """Ground truth: null data decode at chance, planted data clearly above it (small, seeded)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -125,6 +126,47 @@ def test_outputs_on_disk_and_resume(planted):
     rerun = run_decoding(prep, planted.folder, "run", CFG, progress=False)
     assert (again.folder / "fold-run-1" / "best.pt").stat().st_mtime_ns == before
     np.testing.assert_allclose(rerun.probs("cnn")[1], planted.probs("cnn")[1])
+
+
+def test_stale_folds_are_recomputed_and_say_why(tiny_dataset, tmp_path):
+    """A fold is reused only when made from the same configuration, prepared data and
+    samples; otherwise it is recomputed and the reason recorded (issue: stale results came
+    back as new after changing epochs or re-preparing)."""
+    from emolib.forrest import prepare_dataset
+    from tests.conftest import TINY_TIMING
+
+    def prep(seed, out):
+        return prepare_dataset(tiny_dataset / "ds000113", tiny_dataset / "annotations",
+                               tmp_path / out, timing=TINY_TIMING, min_count=10,
+                               n_per_class=10, seed=seed, progress=False)
+
+    cfg = TrainConfig(epochs=1, batch_size=16, t_max=1, patience=5, seed=0)
+    first = prep(0, "prep")
+    out = tmp_path / "dec"
+    a = run_decoding(first, out, "run", cfg, folds=[0], progress=False)
+    assert a.reuse[["status"]].to_dict("list") == {"status": ["new"]}
+    same = run_decoding(first, out, "run", cfg, folds=[0], progress=False)
+    assert list(same.reuse["status"]) == ["reuse"]
+    pd.testing.assert_frame_equal(same.predictions, a.predictions)
+    # another configuration: recomputed, and the reason names what changed
+    longer = TrainConfig(**{**cfg.to_dict(), "epochs": 2, "t_max": 2})
+    b = run_decoding(first, out, "run", longer, folds=[0], progress=False)
+    assert list(b.reuse["status"]) == ["stale"]
+    assert "config.epochs: 1 -> 2" in b.reuse["reason"].iloc[0]
+    assert len(b.history) == 2
+    # the same data re-prepared with another balancing seed: other samples, recomputed
+    other = prep(5, "prep-other")
+    c = run_decoding(other, out, "run", longer, folds=[0], progress=False)
+    assert list(c.reuse["status"]) == ["stale"]
+    assert "data:" in c.reuse["reason"].iloc[0]
+    rows = c.predictions[c.predictions["model"] == "cnn"]
+    sel = other.samples.iloc[rows["sample"]]
+    np.testing.assert_array_equal(rows["y"].to_numpy(), sel["y"].to_numpy())
+    # a fold folder from before inputs were recorded is not trusted
+    (out / "fold-run-1" / "inputs.json").unlink()
+    d = run_decoding(other, out, "run", longer, folds=[0], progress=False)
+    assert list(d.reuse["status"]) == ["stale"]
+    assert "before its inputs were recorded" in d.reuse["reason"].iloc[0]
 
 
 def test_metrics_match_sklearn(rng):

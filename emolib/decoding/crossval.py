@@ -16,8 +16,12 @@ under one output folder::
     fold-<name>/      checkpoint.pt, best.pt (the CNN of that fold), history.csv, done.json
     manifest.json
 
-A fold whose ``done.json`` exists is not recomputed, and an interrupted fold resumes from its
-last epoch, so a killed run picks up where it stopped.
+Each fold folder records what it was made from (``inputs.json``: the training
+configuration, the fingerprint of the prepared data, the fold's samples and labels, the
+leakage span, whether baselines ran; :func:`emolib.manifest.reuse_status`). A finished fold
+made from the same inputs is reused, an interrupted one resumes from its last epoch (so a
+killed run picks up where it stopped), and one made from anything else is deleted and
+recomputed; :attr:`DecodingResult.reuse` and the progress lines say which happened.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from emolib.forrest.dataprep import PreparedData, prepare_dataset
 from emolib.forrest.leaks import HRF_SPAN_S, assert_no_leak
 from emolib.forrest.splits import make_splits, removal_table
 from emolib.forrest.timing import RunTiming
-from emolib.manifest import write_manifest
+from emolib.manifest import fingerprint, reuse_status, write_inputs, write_manifest
 from emolib.models.train import TrainConfig, evaluate_batches, to_tensor, train_model
 from emolib.synthetic import generate_studyforrest
 
@@ -62,7 +66,12 @@ MODELS = ("cnn", "linear", "chance")
 
 @dataclass
 class DecodingResult:
-    """Outputs of :func:`run_decoding` (also on disk under ``folder``)."""
+    """Outputs of :func:`run_decoding` (also on disk under ``folder``).
+
+    ``reuse`` has one row per fold of this run: ``fold``, ``status`` (``"reuse"``,
+    ``"resume"``, ``"new"`` or ``"stale"``, see :func:`emolib.manifest.reuse_status`) and
+    ``reason`` (for stale folds, what changed).
+    """
 
     folder: Path
     predictions: pd.DataFrame
@@ -70,6 +79,7 @@ class DecodingResult:
     folds: pd.DataFrame
     classes: list[str]
     kind: str
+    reuse: pd.DataFrame | None = None
 
     def probs(self, model: str = "cnn") -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         """``(y, probs, rows)`` of one model's pooled test predictions."""
@@ -84,6 +94,23 @@ class DecodingResult:
 
 def _fold_dir(folder: Path, name: str) -> Path:
     return folder / f"fold-{name.replace('/', '_')}"
+
+
+_STATUS_TEXT = {"reuse": "reused (same inputs)", "resume": "resuming (same inputs)",
+                "new": "computing", "stale": "recomputing: made from other inputs"}
+
+
+def _fold_inputs(prepared: PreparedData, samples: pd.DataFrame, split, kind: str,
+                 config: TrainConfig, span_s: float, baselines: bool) -> dict:
+    """Everything one fold's outputs depend on (:func:`emolib.manifest.reuse_status`)."""
+    cols = ["subject", "run", "volume", "y"]
+
+    def rows(idx) -> str:
+        return fingerprint(samples.iloc[idx][cols].to_numpy().tolist())
+
+    return {"kind": kind, "fold": split.name, "config": config.to_dict(),
+            "data": prepared.fingerprint, "train": rows(split.train), "test": rows(split.test),
+            "span_s": span_s, "baselines": baselines}
 
 
 def fold_arrays(volumes: np.ndarray, sel: np.ndarray, samples: pd.DataFrame, split,
@@ -147,14 +174,22 @@ def run_decoding(
     if kind != "random":  # the random split leaks by design (chapter 02 counts it)
         assert_no_leak(samples, splits, span_s=span_s)
     cols = [f"p_{c}" for c in classes]
-    preds, histories = [], []
+    preds, histories, reuse_rows = [], [], []
     for i, split in enumerate(splits, start=1):
         fdir = _fold_dir(folder, split.name)
         done = fdir / "done.json"
+        inputs = _fold_inputs(prepared, samples, split, kind, config, span_s, baselines)
+        status, reason = reuse_status(fdir, inputs, done=done.name)
+        reuse_rows.append({"fold": split.name, "status": status, "reason": reason})
         if progress:
             print(f"fold {i}/{len(splits)} ({split.name}): {split.train.size} train, "
-                  f"{split.test.size} test", flush=True)
-        if done.is_file():
+                  f"{split.test.size} test; {_STATUS_TEXT[status]}"
+                  + (f" ({reason})" if status == "stale" else ""), flush=True)
+        if status == "stale":
+            shutil.rmtree(fdir)
+        if status in ("stale", "new"):
+            write_inputs(fdir, inputs)
+        if status == "reuse":
             fold_preds = pd.read_csv(fdir / "predictions.csv", dtype={"subject": str})
             preds.append(fold_preds)
             histories.append(pd.read_csv(fdir / "history.csv").assign(fold=split.name))
@@ -182,6 +217,8 @@ def run_decoding(
             [meta.assign(model=m, **dict(zip(cols, p.T, strict=True)))
              for m, p in per_model.items()], ignore_index=True)
         fold_preds.to_csv(fdir / "predictions.csv", index=False)
+        # read back, so that a computed fold and a reused one give the same table
+        fold_preds = pd.read_csv(fdir / "predictions.csv", dtype={"subject": str})
         done.write_text(json.dumps({"fold": split.name, "best_epoch": result.best_epoch,
                                     "best_val_accuracy": result.best_val_accuracy,
                                     "n_val": int(val_idx.size)}))
@@ -197,8 +234,10 @@ def run_decoding(
                                    "span_s": span_s, "baselines": baselines,
                                    "dataprep": str(prepared.folder)},
                    outputs={"classes": classes, "n_folds": len(splits),
-                            "n_predictions": int((predictions["model"] == "cnn").sum())})
-    return DecodingResult(folder, predictions, history, fold_table, classes, kind)
+                            "n_predictions": int((predictions["model"] == "cnn").sum()),
+                            "folds": reuse_rows})
+    return DecodingResult(folder, predictions, history, fold_table, classes, kind,
+                          pd.DataFrame(reuse_rows))
 
 
 def summarize_decoding(result: DecodingResult, n_boot: int = 1000, seed: int = 0,
@@ -256,6 +295,8 @@ def ground_truth_check(
     n_permutations: int = 199,
     seed: int = 4,
     random_split: bool = False,
+    standardize: str = "volume",
+    smoothing_fwhm: float | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Decode a small generated dataset with a planted signal and its null twin.
@@ -267,7 +308,8 @@ def ground_truth_check(
     realisation cannot show calibration: see ``benchmarks/bench_calibration.py``.) With
     ``random_split``, the null twin is also decoded with the original's random split of
     volumes (``<out_dir>/null/random``), which can recognise the scenes: compare the two with
-    :func:`split_inflation`.
+    :func:`split_inflation`. ``standardize`` and ``smoothing_fwhm`` are those of
+    :func:`emolib.forrest.prepare_dataset` (pass the main analysis' own).
 
     Returns
     -------
@@ -289,6 +331,7 @@ def ground_truth_check(
                                    seed=seed, progress=False, overwrite="changed")
         prep = prepare_dataset(ds / "ds000113", ds / "annotations", root / name / "prep",
                                timing=timing, min_count=20, n_per_class=20, seed=seed,
+                               standardize=standardize, smoothing_fwhm=smoothing_fwhm,
                                progress=False)
         result = run_decoding(prep, root / name / "decoding", "run", config, progress=progress,
                               restart=True)

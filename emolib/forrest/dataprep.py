@@ -49,7 +49,7 @@ from emolib.io.bids import (
     read_run_info,
     scan_runs,
 )
-from emolib.manifest import read_manifest, sha256_bytes, write_manifest
+from emolib.manifest import fingerprint, read_manifest, sha256_bytes, write_manifest
 from emolib.paths import atomic_output_dir
 
 STAGE = "01_dataprep"
@@ -95,6 +95,16 @@ class PreparedData:
     labels: pd.DataFrame
     manifest: dict
     affines: dict[str, np.ndarray]
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of what made these outputs: the stage's parameters, the hashes of its
+        input files and the counts it recorded (preparation is deterministic given those,
+        so a later stage may reuse its results while this stays the same)."""
+        m = self.manifest
+        return fingerprint({"parameters": m.get("parameters"), "inputs": m.get("inputs"),
+                            "n_samples": m.get("outputs", {}).get("n_samples"),
+                            "classes": self.classes})
 
     def subject_mask(self, subject: str) -> np.ndarray:
         """The z-scoring mask of one subject (boolean, on its own grid)."""
@@ -238,6 +248,7 @@ def prepare_dataset(
     keep: str = "selected",
     mask: str | os.PathLike | None = None,
     standardize: str = "volume",
+    smoothing_fwhm: float | None = None,
     expected_tr: float = 2.0,
     layout: str = "bids",
     entities: dict[str, str] | None = None,
@@ -287,6 +298,11 @@ def prepare_dataset(
         as :func:`nilearn.signal.clean` with ``runs`` does), which removes each run's mean
         image, drift and gain: what decoding studies usually do. It uses no labels and no
         other run, so it cannot leak across a run split.
+    smoothing_fwhm : float, optional
+        Full width at half maximum (mm) of a Gaussian spatial smoothing of every volume
+        before standardisation (:func:`nilearn.image.smooth_img`, which computes it); None
+        (the original) does not smooth. The mean images and EPI masks come from the
+        unsmoothed data.
     expected_tr : float, default=2.0
         TR every run must have: by BIDS inheritance (top-level ``task-movie_bold.json``),
         checked against the header's, or the header's where no sidecar gives one.
@@ -316,6 +332,9 @@ def prepare_dataset(
         raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
     if standardize not in STANDARDIZE:
         raise ValueError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
+    if smoothing_fwhm is not None and not smoothing_fwhm > 0:
+        raise ValueError(f"smoothing_fwhm must be a positive number of mm or None, got "
+                         f"{smoothing_fwhm!r}")
     bids_dir, annotations_dir, out_dir = Path(bids_dir), Path(annotations_dir), Path(out_dir)
     params = {
         "bids_dir": bids_dir, "annotations_dir": annotations_dir,
@@ -324,7 +343,7 @@ def prepare_dataset(
         "label_mode": label_mode, "min_observers": min_observers, "hrf_lag": hrf_lag,
         "min_count": min_count, "n_per_class": n_per_class, "classes": classes, "keep": keep,
         "mask": None if mask is None else str(mask), "standardize": standardize,
-        "expected_tr": expected_tr,
+        "smoothing_fwhm": smoothing_fwhm, "expected_tr": expected_tr,
         "layout": layout, "entities": entities, "affine_tolerance": affine_tolerance,
         "seed": seed,
     }
@@ -415,6 +434,11 @@ def prepare_dataset(
                 idx = rows.get((sub, run))
                 run_sum = data.sum(axis=3, dtype=np.float64)
                 mean_acc = run_sum if mean_acc is None else mean_acc + run_sum
+                if smoothing_fwhm is not None and idx is not None:
+                    from nilearn.image import smooth_img
+
+                    data = smooth_img(nib.Nifti1Image(data, info.affine), smoothing_fwhm
+                                      ).get_fdata(dtype=np.float32)
                 if idx is not None and standardize == "run":
                     vols = samples["volume"].to_numpy()[idx]
                     volumes[idx] = zscore_voxels(data, vols, mask_arr)
