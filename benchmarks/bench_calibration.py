@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--cnn", type=int, default=0, help="of which also decoded by the CNN")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--block-s", type=float, default=30.0, help="interval block (s)")
+    parser.add_argument("--standardize", default="run", choices=("run", "volume"))
+    parser.add_argument("--smoothing-fwhm", type=float, default=7.0, help="mm; 0: none")
+    parser.add_argument("--augment-noise", type=float, default=1.0, help="CNN input noise SD")
     parser.add_argument("--out", help="CSV file for the per-realisation table")
     args = parser.parse_args()
     # generated ds000113 holds a subject without the movie session, as the real one
@@ -46,10 +49,14 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         pvals = null_pvalues(tmp, args.n, args.seed, cnn=args.cnn, block_s=args.block_s,
-                             progress=False)
+                             standardize=args.standardize,
+                             smoothing_fwhm=args.smoothing_fwhm or None,
+                             augment_noise=args.augment_noise, progress=False)
     if args.out:
         pvals.to_csv(args.out, index=False)
-    print(f"{args.n} null datasets in {time.perf_counter() - t0:.0f} s")
+    print(f"{args.n} null datasets in {time.perf_counter() - t0:.0f} s (standardize "
+          f"{args.standardize}, smoothing {args.smoothing_fwhm or 0:g} mm, CNN input noise "
+          f"{args.augment_noise:g})")
     for row in size_table(pvals).itertuples():
         print(f"CALIBRATION size {row.model} alpha={row.alpha} = {row.size:.3f} "
               f"[{row.low:.3f}, {row.high:.3f}] over {row.n_datasets} null datasets")

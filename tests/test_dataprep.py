@@ -86,6 +86,25 @@ def test_run_standardisation_in_prepared_volumes(tiny_dataset, tmp_path):
         prepare(tiny_dataset, tmp_path / "bad", standardize="voxel")
 
 
+def test_smoothing_is_nilearns(tiny_dataset, tmp_path):
+    """smoothing_fwhm: each cached volume is nilearn.image.smooth_img of its run, then
+    standardised as asked."""
+    from nilearn.image import smooth_img
+
+    prep = prepare(tiny_dataset, tmp_path / "prep", smoothing_fwhm=6.0)
+    assert prep.manifest["parameters"]["smoothing_fwhm"] == 6.0
+    row = prep.samples.iloc[5]
+    path = (tiny_dataset / "ds000113" / f"sub-{row['subject']}" / "ses-movie" / "func" /
+            f"sub-{row['subject']}_ses-movie_task-movie_run-{row['run']}_bold.nii.gz")
+    vol = smooth_img(path, 6.0).get_fdata()[..., row["volume"]]
+    np.testing.assert_allclose(prep.volumes[5], (vol - vol.mean()) / vol.std(), atol=1e-4)
+    raw = prepare(tiny_dataset, tmp_path / "raw")
+    assert not np.allclose(prep.volumes[5], raw.volumes[5], atol=1e-2)
+    for bad in (0.0, -2.0):
+        with pytest.raises(ValueError, match="smoothing_fwhm"):
+            prepare(tiny_dataset, tmp_path / "bad", smoothing_fwhm=bad)
+
+
 def test_samples_are_labelled_from_the_stimulus_time(tiny_dataset, tmp_path):
     prep = prepare(tiny_dataset, tmp_path / "prep")
     s = prep.samples

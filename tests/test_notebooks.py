@@ -122,3 +122,15 @@ def test_misspelt_profile_parameter_fails_before_any_notebook_runs(tmp_path):
         profile.write_text(yaml.safe_dump({"name": "typo", **body}))
         with pytest.raises(ParameterError, match=match):
             run_profile(str(profile), build=False, progress=False)
+
+
+def test_methods_text_says_how_volumes_were_standardised():
+    from emolib.book.methods import describe_volumes
+
+    run = describe_volumes(12, {"standardize": "run", "smoothing_fwhm": 7.0, "mask": None})
+    assert "detrended and z-scored over all volumes of its run" in run
+    assert "7 mm FWHM" in run
+    original = describe_volumes(12, {"standardize": "volume", "mask": None})
+    assert "by their own mean and standard deviation over the whole volume" in original
+    assert "smoothed" not in original
+    assert "inside a brain mask (`epi`)" in describe_volumes(12, {"mask": "epi"})

@@ -49,6 +49,30 @@ def test_same_parameters_same_numbers_twice():
     assert a.history["train_loss"].iloc[-1] < a.history["train_loss"].iloc[0]
 
 
+def test_noise_augmentation_is_seeded_and_resumable(tmp_path):
+    """augment_noise: the same numbers twice, other numbers than without it, and a run
+    resumed from its epoch-1 checkpoint ends as the uninterrupted one."""
+    x, y = toy_data()
+    cfg = TrainConfig(**{**CFG.to_dict(), "augment_noise": 0.5})
+    a = train_model(x[:36], y[:36], x[36:], y[36:], 3, cfg, progress=False)
+    b = train_model(x[:36], y[:36], x[36:], y[36:], 3, cfg, progress=False)
+    plain = train_model(x[:36], y[:36], x[36:], y[36:], 3, CFG, progress=False)
+    cols = ["train_loss", "val_loss"]
+    pd.testing.assert_frame_equal(a.history[cols], b.history[cols])
+    assert not np.allclose(a.history["train_loss"], plain.history["train_loss"])
+    short = TrainConfig(**{**cfg.to_dict(), "epochs": 2})
+    train_model(x[:36], y[:36], x[36:], y[36:], 3, short, checkpoint_dir=tmp_path,
+                progress=False)
+    # the checkpoint records its configuration: continue it under the full one
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    ck["config"] = cfg.to_dict()
+    torch.save(ck, tmp_path / "checkpoint.pt")
+    resumed = train_model(x[:36], y[:36], x[36:], y[36:], 3, cfg, checkpoint_dir=tmp_path,
+                          progress=False)
+    assert resumed.resumed_from == 2
+    pd.testing.assert_frame_equal(resumed.history[cols], a.history[cols])
+
+
 def test_early_stopping_and_best_model(tmp_path):
     x, y = toy_data()
     cfg = TrainConfig(epochs=30, batch_size=8, t_max=30, patience=2, seed=0)

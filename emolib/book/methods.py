@@ -17,7 +17,7 @@ import pandas as pd
 from emolib.paths import get_data_dir
 
 __all__ = [
-    "collect_runs", "describe_data", "describe_training", "parameter_table",
+    "collect_runs", "describe_data", "describe_training", "describe_volumes", "parameter_table",
     "version_table",
 ]
 
@@ -98,15 +98,26 @@ def describe_data(runs: dict) -> str:
         f"{' '.join(map(str, timing['n_volumes']))} volumes per run; each volume was "
         f"labelled at its movie time minus a hemodynamic lag of {p['hrf_lag']:g} s. Volumes "
         f"seen in two runs' overlap were kept in both.",
-        (f"**Volumes.** {o['n_samples']} volumes were cached; every voxel's time series was "
-         "linearly detrended and z-scored over all volumes of its run (as "
-         "`nilearn.signal.clean` does per run)"
-         + (" inside a brain mask (`" + str(p["mask"]) + "`)." if p.get("mask") else ".")
-         if p.get("standardize", "volume") == "run" else
-         f"**Volumes.** {o['n_samples']} volumes were z-scored by their own mean and standard "
-         f"deviation " + ("over the whole volume (as the original)." if not p.get("mask")
-                          else f"inside a brain mask (`{p['mask']}`).")),
+        describe_volumes(o["n_samples"], p),
     ])
+
+
+def describe_volumes(n_samples: int, p: dict) -> str:
+    """Prose for how the cached volumes were smoothed and standardised (dataprep parameters
+    ``p``)."""
+    where = f" inside a brain mask (`{p['mask']}`)" if p.get("mask") else ""
+    if p.get("standardize", "volume") == "run":
+        text = (f"**Volumes.** {n_samples} volumes were cached; every voxel's time series was "
+                f"linearly detrended and z-scored over all volumes of its run{where} (as "
+                "`nilearn.signal.clean` does per run).")
+    else:
+        text = (f"**Volumes.** {n_samples} volumes were z-scored by their own mean and "
+                "standard deviation " + (f"{where.strip()}." if where else
+                                         "over the whole volume (as the original)."))
+    if p.get("smoothing_fwhm"):
+        text += (f" Before that, each volume was smoothed with a Gaussian kernel of "
+                 f"{p['smoothing_fwhm']:g} mm FWHM (`nilearn.image.smooth_img`).")
+    return text
 
 
 def describe_training(runs: dict) -> str:

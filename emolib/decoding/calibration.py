@@ -44,15 +44,18 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 
 def _null_run(root: Path, seed: int, cnn_epochs: int, shape, n_permutations: int,
-              block_s: float) -> dict[str, dict[str, float]]:
+              block_s: float, standardize: str, smoothing_fwhm: float | None,
+              augment_noise: float) -> dict[str, dict[str, float]]:
     ds = generate_studyforrest(root / "ds", n_subjects=2, shape=shape, timing=NULL_TIMING,
                                null=True, seed=seed, progress=False, overwrite=True)
     prep = prepare_dataset(ds / "ds000113", ds / "annotations", root / "prep",
                            timing=NULL_TIMING, min_count=12, n_per_class=12, seed=seed,
+                           standardize=standardize, smoothing_fwhm=smoothing_fwhm,
                            progress=False)
     n_classes = len(prep.classes)
     if cnn_epochs:  # the whole pipeline: CNN, linear and chance in the same folds
-        config = TrainConfig(epochs=cnn_epochs, t_max=cnn_epochs, patience=10, seed=seed)
+        config = TrainConfig(epochs=cnn_epochs, t_max=cnn_epochs, patience=10, seed=seed,
+                             augment_noise=augment_noise)
         result = run_decoding(prep, root / "dec", "run", config, progress=False, restart=True)
         runs = {m: result.probs(m) for m in ("linear", "cnn")}
     else:  # the linear baseline exactly as run_decoding fits it, without training the CNN
@@ -92,6 +95,9 @@ def null_pvalues(
     shape: tuple[int, int, int] = (12, 12, 10),
     n_permutations: int = 199,
     block_s: float = 30.0,
+    standardize: str = "run",
+    smoothing_fwhm: float | None = 7.0,
+    augment_noise: float = 1.0,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Permutation p-values and interval of decoders on ``n`` generated null datasets.
@@ -102,7 +108,9 @@ def null_pvalues(
     :func:`emolib.decoding.run_decoding` fits it; the first ``cnn`` realisations run the whole
     :func:`~emolib.decoding.run_decoding` (CNN of ``cnn_epochs`` epochs and the baselines).
     Each decoding's 95 % interval of the fold-averaged macro AUC is the block jackknife's over
-    ``block_s``-second blocks of movie time (30 s: six per 3-minute run).
+    ``block_s``-second blocks of movie time (30 s: six per 3-minute run). ``standardize``
+    and ``smoothing_fwhm`` are :func:`~emolib.forrest.prepare_dataset`'s, ``augment_noise``
+    the CNN's (:class:`~emolib.models.TrainConfig`); the defaults are the book's.
 
     Returns
     -------
@@ -114,7 +122,7 @@ def null_pvalues(
     rows = []
     for r in tqdm(range(n), desc="null datasets", disable=not progress):
         res = _null_run(root, seed + r, cnn_epochs if r < cnn else 0, shape, n_permutations,
-                        block_s)
+                        block_s, standardize, smoothing_fwhm, augment_noise)
         rows += [{"realisation": r, "seed": seed + r, "model": m, **v} for m, v in res.items()]
     return pd.DataFrame(rows)
 
