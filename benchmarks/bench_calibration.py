@@ -41,7 +41,10 @@ def main() -> None:
     parser.add_argument("--block-s", type=float, default=30.0, help="interval block (s)")
     parser.add_argument("--standardize", default="run", choices=("run", "volume"))
     parser.add_argument("--smoothing-fwhm", type=float, default=7.0, help="mm; 0: none")
+    parser.add_argument("--high-pass", type=float, default=1 / 128, help="Hz; 0: none")
     parser.add_argument("--augment-noise", type=float, default=1.0, help="CNN input noise SD")
+    parser.add_argument("--span-s", type=float, default=20.0, help="leakage guard span (s)")
+    parser.add_argument("--scene-size", type=float, default=0.01, help="scene signal size")
     parser.add_argument("--out", help="CSV file for the per-realisation table")
     args = parser.parse_args()
     # generated ds000113 holds a subject without the movie session, as the real one
@@ -51,12 +54,16 @@ def main() -> None:
         pvals = null_pvalues(tmp, args.n, args.seed, cnn=args.cnn, block_s=args.block_s,
                              standardize=args.standardize,
                              smoothing_fwhm=args.smoothing_fwhm or None,
-                             augment_noise=args.augment_noise, progress=False)
+                             high_pass=args.high_pass or None,
+                             augment_noise=args.augment_noise, span_s=args.span_s,
+                             scene_size=args.scene_size, progress=False)
     if args.out:
         pvals.to_csv(args.out, index=False)
     print(f"{args.n} null datasets in {time.perf_counter() - t0:.0f} s (standardize "
-          f"{args.standardize}, smoothing {args.smoothing_fwhm or 0:g} mm, CNN input noise "
-          f"{args.augment_noise:g})")
+          f"{args.standardize}, smoothing {args.smoothing_fwhm or 0:g} mm, high-pass "
+          f"{args.high_pass:g} Hz, CNN input noise "
+          f"{args.augment_noise:g}, guard span {args.span_s:g} s, scene signal "
+          f"{args.scene_size:g})")
     for row in size_table(pvals).itertuples():
         print(f"CALIBRATION size {row.model} alpha={row.alpha} = {row.size:.3f} "
               f"[{row.low:.3f}, {row.high:.3f}] over {row.n_datasets} null datasets")

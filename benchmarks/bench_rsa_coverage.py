@@ -8,9 +8,9 @@ this design size, from ``--n-truth`` further datasets. Every dataset gets bootst
 (:func:`emolib.rsa.bootstrap_compare`, ``--n-boot`` draws) resampling single moments or
 contiguous blocks of ``--block`` moments (``pattern_groups``), on the same datasets. Printed:
 per unit and interval (both of :meth:`BootstrapResult.get_ci`: the percentile interval, and
-the t interval of the tests, bootstrap mean +- t(n_units - 1) x corrected SE, the default) the share of
-intervals that contain the true value with its exact (Clopper-Pearson) 95 % interval, and
-the mean width. No timings: this measures a statistical promise, not speed.
+the t interval of the tests, bootstrap mean +- t(n_units - 1) x corrected SE, the default)
+the share of intervals that contain the true value with its exact (Clopper-Pearson) 95 %
+interval, and the mean width. No timings: this measures a statistical promise, not speed.
 
 Datasets are bootstrapped ``--batch`` at a time (one call, the same draws for the batch, a
 new seed for every batch): coverage events are independent given the draws.

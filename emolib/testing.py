@@ -6,11 +6,21 @@
 - :func:`smooth_volume`: a smooth z-scored random volume.
 - :func:`captum_occlusion`: the reference occlusion map, Captum's ``Occlusion`` with the
   target's softmax probability as forward function (Captum is a test requirement only).
+- :func:`kill_when`: run Python code in a subprocess and SIGKILL it when it prints a marker
+  (the kill-and-resume tests: no clean-up of any kind happens).
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +28,8 @@ from torch import nn
 
 from emolib.models.cnn import EmotionCNN
 
-__all__ = ["captum_occlusion", "randomise_batchnorm", "seeded_cnn", "smooth_volume"]
+__all__ = ["captum_occlusion", "kill_when", "randomise_batchnorm", "seeded_cnn",
+           "smooth_volume"]
 
 
 def randomise_batchnorm(model: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -110,3 +121,48 @@ def captum_occlusion(
             target=target, perturbations_per_eval=batch_size,
         )  # fmt: skip
     return attr[0, 0].numpy()
+
+
+def kill_when(code: str, marker: str, args: Sequence[str] = (), timeout: float = 300.0,
+              cwd: str | os.PathLike | None = None) -> str:
+    """Run ``code`` with ``python -c`` and kill it with SIGKILL once it prints ``marker``.
+
+    The child's ``sys.argv[1:]`` is ``args``; the repository root is on its ``PYTHONPATH``
+    (so it can import ``tests``). Returns the child's output up to the marker.
+
+    Raises
+    ------
+    RuntimeError
+        If the child ends, or ``timeout`` seconds pass, before the marker.
+    """
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=env,
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] and None,
+                              daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = lines.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                if proc.poll() is not None and not reader.is_alive() and lines.empty():
+                    break
+                continue
+            seen.append(line)
+            if marker in line:
+                proc.send_signal(signal.SIGKILL)  # no clean-up of any kind
+                proc.wait()
+                return "".join(seen)
+        raise RuntimeError(f"the child ended or timed out before printing {marker!r}:\n"
+                           + "".join(seen)[-2000:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -61,6 +61,7 @@ n_per_class: int = 70  # steps sampled per class; the original used 70
 keep: str = "selected"  # volumes cached: selected, labelled or all
 mask: Optional[str] = None  # None z-scores whole volumes as the original; epi or a mask NIfTI path
 smoothing_fwhm: Optional[float] = 7.0  # Gaussian smoothing (mm FWHM, nilearn's smooth_img) before standardising; None: none (the original)
+high_pass: Optional[float] = 0.0078125  # with standardize run: remove cosine drifts below this frequency (Hz; 1/128, SPM's and nilearn's usual high-pass); None: none
 standardize: str = "run"  # run: each voxel detrended and z-scored within its run (nilearn's clean); volume: each volume by its own mean and std (the original)
 seed: int = 0  # seed of the class balancing and of the generated data
 progress: bool = True  # show progress bars
@@ -206,7 +207,8 @@ counts.head(12)
 # standard deviation over voxels (`standardize="volume"`). That keeps each run's mean image, its slow
 # drift and its gain in the input, all far larger than a 1-2 % emotion response, and all
 # different between runs: a run split must then generalise across them. The default here,
-# `standardize="run"`, detrends and z-scores every voxel's time series within its run, as
+# `standardize="run"`, removes from every voxel's time series, within its run, its mean, a
+# linear trend and the cosine drifts slower than `high_pass` (1/128 Hz), then z-scores it, as
 # `nilearn.signal.clean` does per run and as decoding studies usually do; it uses no label and
 # no other run, so it cannot leak across a run split. Before that, each volume is smoothed
 # with a Gaussian kernel of `smoothing_fwhm` mm (7 by default, within the 4-8 mm decoding
@@ -226,7 +228,8 @@ prepared = prepare_dataset(
     src.bids_dir, src.annotations_dir, out_dir, annotation_pattern=annotation_pattern,
     subjects=subjects, timing=timing, label_mode=label_mode, min_observers=min_observers,
     hrf_lag=hrf_lag, min_count=min_count, n_per_class=n_per_class, keep=keep, mask=mask,
-    standardize=standardize, smoothing_fwhm=smoothing_fwhm, layout=layout, entities=entities,
+    standardize=standardize, smoothing_fwhm=smoothing_fwhm,
+    high_pass=high_pass if standardize == "run" else None, layout=layout, entities=entities,
     affine_tolerance=affine_tolerance, seed=seed, progress=progress,
 )
 samples = prepared.samples

@@ -148,9 +148,9 @@ pd.concat(truth_rows)[["data", "model", "macro_auc", "auc_low", "auc_high"]].rou
 #
 # - **Through the pipeline**: `calibration_n` generated null datasets (2 subjects, three
 #   3-minute runs, 12 x 12 x 10 voxels, generated annotations and the scene signal, no
-#   emotion), each prepared, split by run and decoded by the linear baseline exactly as in
-#   chapter 02, then tested with the time-aware permutation null, and given its 95 % block
-#   jackknife interval (30-s blocks).
+#   emotion), each prepared as in chapter 01 (its smoothing and standardisation), split by
+#   run and decoded by the linear baseline exactly as in chapter 02, then tested with the
+#   time-aware permutation null, and given its 95 % block jackknife interval (30-s blocks).
 # - **Intervals by simulation**: `coverage_n` simulated held-out decodings (labels in
 #   episodes, outputs drifting as AR(0.9) per 2-s step, 3 subjects per moment, 4 run folds),
 #   by a model that knows nothing (true AUC 0.5) or something (true AUC by Monte Carlo): the
@@ -163,7 +163,11 @@ pd.concat(truth_rows)[["data", "model", "macro_auc", "auc_low", "auc_high"]].rou
 
 # %%
 with tempfile.TemporaryDirectory() as tmp:
-    null_runs = null_pvalues(tmp, calibration_n, seed=1000 + seed, progress=progress)
+    null_runs = null_pvalues(
+        tmp, calibration_n, seed=1000 + seed, progress=progress,
+        standardize=prepared.manifest["parameters"].get("standardize", "volume"),
+        smoothing_fwhm=prepared.manifest["parameters"].get("smoothing_fwhm"),
+        high_pass=prepared.manifest["parameters"].get("high_pass"))
 size = size_table(null_runs).assign(label="linear baseline, pipeline")
 pipeline_cov = coverage_table(null_runs).assign(label="jackknife 30 s, pipeline null")
 simulated = pd.concat([

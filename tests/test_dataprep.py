@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import nibabel as nib
 import numpy as np
@@ -65,6 +66,26 @@ def test_zscore_voxels_matches_nilearn_clean(rng, n_t):
     np.testing.assert_allclose(masked[:, mask], out[:, mask])
 
 
+def test_zscore_voxels_high_pass_matches_nilearn_cosine_filter(rng):
+    from nilearn.signal import clean
+
+    n_t = 120
+    t = np.arange(n_t)
+    slow = np.cos(np.pi * (t + 0.5) / n_t)[None, None, None]  # below 1/128 Hz at TR 2 s
+    chunk = (rng.normal(800, 20, size=(6, 4, 3, 1)) * (1 + 0.02 * slow)
+             + rng.normal(0, 2, size=(6, 4, 3, n_t))).astype(np.float32)
+    vols = np.array([0, 17, 119])
+    out = zscore_voxels(chunk, vols, high_pass=1 / 128, tr=2.0)
+    ref = clean(chunk.reshape(-1, n_t).T.astype(np.float64), detrend=True,
+                standardize="zscore_sample", high_pass=1 / 128, t_r=2.0, filter="cosine",
+                standardize_confounds=False)
+    ref = ref.T.reshape(chunk.shape)
+    np.testing.assert_allclose(out, np.moveaxis(ref[..., vols], -1, 0), atol=2e-4)
+    # the slow drift is gone: what is left is the white noise
+    plain = zscore_voxels(chunk, vols)
+    assert not np.allclose(plain, out, atol=1e-2)
+
+
 def test_run_standardisation_in_prepared_volumes(tiny_dataset, tmp_path):
     """standardize="run": each cached volume is its voxels' run-wise z-scores, computed from
     every volume of the run (not only the cached ones), as nilearn.signal.clean does."""
@@ -84,6 +105,11 @@ def test_run_standardisation_in_prepared_volumes(tiny_dataset, tmp_path):
         np.testing.assert_allclose(prep.volumes[i], vol, atol=2e-4)
     with pytest.raises(ValueError, match="standardize"):
         prepare(tiny_dataset, tmp_path / "bad", standardize="voxel")
+    with pytest.raises(ValueError, match="high_pass"):  # a filter needs the run-wise mode
+        prepare(tiny_dataset, tmp_path / "bad", high_pass=1 / 128)
+    filtered = prepare(tiny_dataset, tmp_path / "hp", standardize="run", high_pass=1 / 128)
+    assert filtered.manifest["parameters"]["high_pass"] == 1 / 128
+    assert not np.allclose(filtered.volumes, prep.volumes, atol=1e-3)
 
 
 def test_smoothing_is_nilearns(tiny_dataset, tmp_path):
@@ -281,3 +307,57 @@ def test_native_space_runs_after_the_break_warn_and_aligned_layout_reads(tmp_pat
     assert prep.manifest["outputs"]["space"].startswith("aligned")
     assert {r["tr_from"] for r in prep.manifest["outputs"]["runs"]} == {"header"}
     assert len(set(prep.samples["subject"])) == 2
+
+
+KILLED_PREP = """
+import sys, time
+import emolib.forrest.dataprep as dp
+from tests.conftest import TINY_TIMING
+
+real, calls = dp.decode_bold, []
+
+
+def slow(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 4:  # runs 1-3 are read and written into the partial folder
+        print("fourth run", flush=True)
+        time.sleep(600)
+    return real(*args, **kwargs)
+
+
+dp.decode_bold = slow
+dp.prepare_dataset(sys.argv[1] + "/ds000113", sys.argv[1] + "/annotations", sys.argv[2],
+                   timing=TINY_TIMING, min_count=10, n_per_class=10, standardize="run",
+                   progress=False)
+"""
+
+
+def _same_outputs(a, b):
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files:
+        if rel.name == "manifest.json":  # differs only in its time stamp and paths
+            ma, mb = (json.loads((root / rel).read_text()) for root in (a, b))
+            assert ma["outputs"] == mb["outputs"] and ma["inputs"] == mb["inputs"]
+        else:
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_killed_preparation_leaves_nothing_mistaken_for_complete(tiny_dataset, tmp_path):
+    """SIGKILL in the middle of preparing: the output folder is absent (or, when an earlier
+    output was there, that one intact), and the rerun ends with the files of an
+    uninterrupted run."""
+    from emolib.testing import kill_when
+
+    reference = prepare(tiny_dataset, tmp_path / "reference", standardize="run").folder
+    out = tmp_path / "prep"
+    kill_when(KILLED_PREP, "fourth run", [tiny_dataset, out])
+    assert not out.exists()
+    with pytest.raises(FileNotFoundError):
+        load_prepared(out)
+    # an earlier, complete output with other parameters survives a killed replacement
+    old = prepare(tiny_dataset, out, n_per_class=8).manifest
+    kill_when(KILLED_PREP, "fourth run", [tiny_dataset, out])
+    assert load_prepared(out).manifest == old
+    prepare(tiny_dataset, out, standardize="run")
+    _same_outputs(out, reference)

@@ -107,9 +107,11 @@ def describe_volumes(n_samples: int, p: dict) -> str:
     ``p``)."""
     where = f" inside a brain mask (`{p['mask']}`)" if p.get("mask") else ""
     if p.get("standardize", "volume") == "run":
+        drift = (f", the cosine drifts below {p['high_pass']:.4g} Hz removed"
+                 if p.get("high_pass") else "")
         text = (f"**Volumes.** {n_samples} volumes were cached; every voxel's time series was "
-                f"linearly detrended and z-scored over all volumes of its run{where} (as "
-                "`nilearn.signal.clean` does per run).")
+                f"linearly detrended{drift} and z-scored over all volumes of its run{where} "
+                "(as `nilearn.signal.clean` does per run).")
     else:
         text = (f"**Volumes.** {n_samples} volumes were z-scored by their own mean and "
                 "standard deviation " + (f"{where.strip()}." if where else

@@ -25,7 +25,7 @@ from emolib.decoding.baselines import linear_baseline
 from emolib.decoding.crossval import fold_arrays, run_decoding
 from emolib.decoding.evaluate import block_jackknife, time_blocks
 from emolib.decoding.nulls import permutation_test
-from emolib.forrest import RunTiming, make_splits, prepare_dataset
+from emolib.forrest import HRF_SPAN_S, RunTiming, make_splits, prepare_dataset
 from emolib.models import TrainConfig
 from emolib.synthetic import generate_studyforrest
 
@@ -45,18 +45,21 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 def _null_run(root: Path, seed: int, cnn_epochs: int, shape, n_permutations: int,
               block_s: float, standardize: str, smoothing_fwhm: float | None,
-              augment_noise: float) -> dict[str, dict[str, float]]:
+              high_pass: float | None, augment_noise: float, span_s: float,
+              scene_size: float) -> dict[str, dict[str, float]]:
     ds = generate_studyforrest(root / "ds", n_subjects=2, shape=shape, timing=NULL_TIMING,
-                               null=True, seed=seed, progress=False, overwrite=True)
+                               null=True, scene_size=scene_size, seed=seed, progress=False,
+                               overwrite=True)
     prep = prepare_dataset(ds / "ds000113", ds / "annotations", root / "prep",
                            timing=NULL_TIMING, min_count=12, n_per_class=12, seed=seed,
                            standardize=standardize, smoothing_fwhm=smoothing_fwhm,
-                           progress=False)
+                           high_pass=high_pass, progress=False)
     n_classes = len(prep.classes)
     if cnn_epochs:  # the whole pipeline: CNN, linear and chance in the same folds
         config = TrainConfig(epochs=cnn_epochs, t_max=cnn_epochs, patience=10, seed=seed,
                              augment_noise=augment_noise)
-        result = run_decoding(prep, root / "dec", "run", config, progress=False, restart=True)
+        result = run_decoding(prep, root / "dec", "run", config, span_s=span_s, progress=False,
+                              restart=True)
         runs = {m: result.probs(m) for m in ("linear", "cnn")}
     else:  # the linear baseline exactly as run_decoding fits it, without training the CNN
         sel = np.flatnonzero(prep.samples["selected"].to_numpy())
@@ -65,9 +68,9 @@ def _null_run(root: Path, seed: int, cnn_epochs: int, shape, n_permutations: int
         m = prep.mask
         probs = np.zeros((len(y), n_classes))
         fold = np.full(len(y), "", dtype=object)
-        for split in make_splits(samples, "run", seed=seed):
+        for split in make_splits(samples, "run", span_s=span_s, seed=seed):
             tr, val, x_tr, x_val, x_te = fold_arrays(prep.volumes, sel, samples, split, "run",
-                                                     seed)
+                                                     seed, span_s)
             probs[split.test] = linear_baseline(x_tr[:, m], y[tr], x_val[:, m], y[val],
                                                 x_te[:, m], n_classes, seed=seed)
             fold[split.test] = split.name
@@ -97,7 +100,10 @@ def null_pvalues(
     block_s: float = 30.0,
     standardize: str = "run",
     smoothing_fwhm: float | None = 7.0,
+    high_pass: float | None = 1 / 128,
     augment_noise: float = 1.0,
+    span_s: float = HRF_SPAN_S,
+    scene_size: float = 0.01,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Permutation p-values and interval of decoders on ``n`` generated null datasets.
@@ -108,9 +114,12 @@ def null_pvalues(
     :func:`emolib.decoding.run_decoding` fits it; the first ``cnn`` realisations run the whole
     :func:`~emolib.decoding.run_decoding` (CNN of ``cnn_epochs`` epochs and the baselines).
     Each decoding's 95 % interval of the fold-averaged macro AUC is the block jackknife's over
-    ``block_s``-second blocks of movie time (30 s: six per 3-minute run). ``standardize``
-    and ``smoothing_fwhm`` are :func:`~emolib.forrest.prepare_dataset`'s, ``augment_noise``
-    the CNN's (:class:`~emolib.models.TrainConfig`); the defaults are the book's.
+    ``block_s``-second blocks of movie time (30 s: six per 3-minute run). ``standardize``,
+    ``smoothing_fwhm`` and ``high_pass`` (used with ``"run"`` only) are
+    :func:`~emolib.forrest.prepare_dataset`'s, ``augment_noise`` the CNN's
+    (:class:`~emolib.models.TrainConfig`), ``span_s`` the leakage guards'
+    (:func:`~emolib.decoding.run_decoding`), ``scene_size`` the generator's stimulus-locked
+    signal (:func:`~emolib.synthetic.generate_studyforrest`); the defaults are the book's.
 
     Returns
     -------
@@ -122,7 +131,9 @@ def null_pvalues(
     rows = []
     for r in tqdm(range(n), desc="null datasets", disable=not progress):
         res = _null_run(root, seed + r, cnn_epochs if r < cnn else 0, shape, n_permutations,
-                        block_s, standardize, smoothing_fwhm, augment_noise)
+                        block_s, standardize, smoothing_fwhm,
+                        high_pass if standardize == "run" else None, augment_noise, span_s,
+                        scene_size)
         rows += [{"realisation": r, "seed": seed + r, "model": m, **v} for m, v in res.items()]
     return pd.DataFrame(rows)
 

@@ -164,6 +164,9 @@ def run_decoding(
     if restart and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # the manifest marks a finished run (written last): until this run finishes, the folder
+    # is not mistaken for one, whatever a kill leaves behind
+    (folder / "manifest.json").unlink(missing_ok=True)
     sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
     samples = prepared.samples.iloc[sel].reset_index(drop=True)
     volumes = prepared.volumes
@@ -227,9 +230,10 @@ def run_decoding(
     predictions = pd.concat(preds, ignore_index=True)
     history = pd.concat(histories, ignore_index=True)
     fold_table = removal_table(splits)
-    predictions.to_csv(folder / "predictions.csv", index=False)
-    history.to_csv(folder / "history.csv", index=False)
-    fold_table.to_csv(folder / "folds.csv", index=False)
+    for frame, name in ((predictions, "predictions.csv"), (history, "history.csv"),
+                        (fold_table, "folds.csv")):
+        frame.to_csv(folder / f".{name}.tmp", index=False)
+        os.replace(folder / f".{name}.tmp", folder / name)
     write_manifest(folder, STAGE, {"kind": kind, "config": config.to_dict(), "folds": folds,
                                    "span_s": span_s, "baselines": baselines,
                                    "dataprep": str(prepared.folder)},
@@ -288,15 +292,16 @@ def summarize_decoding(result: DecodingResult, n_boot: int = 1000, seed: int = 0
 
 def ground_truth_check(
     out_dir: str | os.PathLike,
-    config: TrainConfig = TrainConfig(epochs=8, t_max=8, patience=10),
+    config: TrainConfig = TrainConfig(epochs=8, t_max=8, patience=10, augment_noise=1.0),
     n_subjects: int = 3,
     shape: tuple[int, int, int] = (12, 12, 10),
-    effect_size: float = 0.15,
+    effect_size: float = 0.05,
     n_permutations: int = 199,
     seed: int = 4,
     random_split: bool = False,
-    standardize: str = "volume",
-    smoothing_fwhm: float | None = None,
+    standardize: str = "run",
+    smoothing_fwhm: float | None = 7.0,
+    high_pass: float | None = 1 / 128,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Decode a small generated dataset with a planted signal and its null twin.
@@ -308,8 +313,11 @@ def ground_truth_check(
     realisation cannot show calibration: see ``benchmarks/bench_calibration.py``.) With
     ``random_split``, the null twin is also decoded with the original's random split of
     volumes (``<out_dir>/null/random``), which can recognise the scenes: compare the two with
-    :func:`split_inflation`. ``standardize`` and ``smoothing_fwhm`` are those of
-    :func:`emolib.forrest.prepare_dataset` (pass the main analysis' own).
+    :func:`split_inflation`. ``standardize``, ``smoothing_fwhm`` and ``high_pass`` are those of
+    :func:`emolib.forrest.prepare_dataset` (pass the main analysis' own; the defaults are the
+    book's). The default response, 5 % of baseline on 300 samples, is what the CNN finds
+    here with the book's preprocessing and input noise (macro AUC 0.63, permutation p at its
+    floor, measured once; at 2 % only the linear baseline did, 0.66 against 0.48).
 
     Returns
     -------
@@ -332,6 +340,7 @@ def ground_truth_check(
         prep = prepare_dataset(ds / "ds000113", ds / "annotations", root / name / "prep",
                                timing=timing, min_count=20, n_per_class=20, seed=seed,
                                standardize=standardize, smoothing_fwhm=smoothing_fwhm,
+                               high_pass=high_pass if standardize == "run" else None,
                                progress=False)
         result = run_decoding(prep, root / name / "decoding", "run", config, progress=progress,
                               restart=True)
@@ -385,10 +394,15 @@ def split_inflation(leaky: DecodingResult, honest: DecodingResult, block_s: floa
 
 
 def load_decoding(folder: str | os.PathLike) -> DecodingResult:
-    """Open the outputs of :func:`run_decoding`."""
+    """Open the outputs of a finished :func:`run_decoding` (its manifest is written last;
+    a folder without one is refused, naming it)."""
     folder = Path(folder)
+    if not (folder / "manifest.json").is_file():
+        raise FileNotFoundError(f"{folder} holds no finished decoding (no manifest.json): run "
+                                "run_decoding there first, or again if it was interrupted")
     manifest = json.loads((folder / "manifest.json").read_text())
     return DecodingResult(
         folder, pd.read_csv(folder / "predictions.csv", dtype={"subject": str}),
         pd.read_csv(folder / "history.csv"), pd.read_csv(folder / "folds.csv"),
-        list(manifest["outputs"]["classes"]), manifest["parameters"]["kind"])
+        list(manifest["outputs"]["classes"]), manifest["parameters"]["kind"],
+        pd.DataFrame(manifest["outputs"]["folds"]) if "folds" in manifest["outputs"] else None)

@@ -147,31 +147,39 @@ def zscore_volumes(chunk: np.ndarray, mask: np.ndarray | None = None) -> np.ndar
 
 
 def zscore_voxels(data: np.ndarray, volumes: np.ndarray, mask: np.ndarray | None = None,
-                  slab: int = 8) -> np.ndarray:
+                  slab: int = 8, high_pass: float | None = None, tr: float = 2.0
+                  ) -> np.ndarray:
     """Detrend and z-score every voxel's time series over one run; returns ``(t, x, y, z)``.
 
-    The statistics of each voxel come from all ``data.shape[-1]`` volumes of the run (a
-    linear trend and the mean removed, then divided by the sample standard deviation,
-    ddof=1): what :func:`nilearn.signal.clean` does with ``detrend=True,
-    standardize="zscore_sample"`` on one run. Only the volumes at indices ``volumes`` are
-    returned. A constant voxel becomes 0 (nilearn leaves it at 0 too), as do voxels outside
-    ``mask`` and every voxel of a run of fewer than 3 volumes (a line fits them exactly).
-    The statistics are computed in float64, ``slab`` x-planes at a time, so that a full-size
-    run (80 x 80 x 35 x 542) needs tens of megabytes beyond its own data.
+    The statistics of each voxel come from all ``data.shape[-1]`` volumes of the run: its
+    mean, a linear trend and, with ``high_pass`` (Hz), the discrete cosine drifts below that
+    frequency (:func:`nilearn.signal.create_cosine_drift`, the SPM/nilearn high-pass) are
+    projected out together, then the residual is divided by its sample standard deviation
+    (ddof=1): what :func:`nilearn.signal.clean` does with ``detrend=True,
+    standardize="zscore_sample"`` (and ``high_pass``, ``t_r=tr``, ``filter="cosine"``) on one
+    run. Only the volumes at indices ``volumes`` are returned. A constant voxel becomes 0
+    (nilearn leaves it at 0 too), as do voxels outside ``mask`` and every voxel of a run too
+    short for its drift terms. The statistics are computed in float64, ``slab`` x-planes at
+    a time, so that a full-size run (80 x 80 x 35 x 542) needs tens of megabytes beyond its
+    own data.
     """
     n_t = data.shape[-1]
     vols = np.asarray(volumes, dtype=np.intp)
-    tc = np.arange(n_t, dtype=np.float64) - (n_t - 1) / 2.0
-    tss = float(tc @ tc)
+    basis = [np.ones(n_t), np.arange(n_t, dtype=np.float64)]
+    if high_pass:
+        from nilearn.signal import create_cosine_drift
+
+        basis += list(create_cosine_drift(high_pass, tr * np.arange(n_t))[:, :-1].T)
+    q = np.linalg.qr(np.stack(basis, axis=1))[0] if n_t > len(basis) else None
     out = np.zeros((len(vols), *data.shape[:3]), dtype=np.float32)
+    if q is None:
+        return out
     for a in range(0, data.shape[0], slab):
         y = np.asarray(data[a:a + slab], dtype=np.float64)  # (s, y, z, t)
-        mean = y.mean(axis=-1, keepdims=True)
-        y -= mean
-        slope = (y @ tc)[..., None] / tss if tss > 0 else np.zeros_like(mean)
-        y -= slope * tc
-        sd = y.std(axis=-1, ddof=1, keepdims=True) if n_t > 2 else np.zeros_like(mean)
-        flat = sd <= 1e-9 * np.maximum(np.abs(mean), 1.0)  # constant up to rounding
+        scale = np.abs(y).max(axis=-1, keepdims=True)
+        y -= (y @ q) @ q.T
+        sd = y.std(axis=-1, ddof=1, keepdims=True)
+        flat = sd <= 1e-9 * np.maximum(scale, 1.0)  # constant up to rounding
         z = y[..., vols] / np.where(flat, 1.0, sd)
         z[np.broadcast_to(flat, z.shape)] = 0.0
         out[:, a:a + slab] = np.moveaxis(z, -1, 0)
@@ -249,6 +257,7 @@ def prepare_dataset(
     mask: str | os.PathLike | None = None,
     standardize: str = "volume",
     smoothing_fwhm: float | None = None,
+    high_pass: float | None = None,
     expected_tr: float = 2.0,
     layout: str = "bids",
     entities: dict[str, str] | None = None,
@@ -298,6 +307,9 @@ def prepare_dataset(
         as :func:`nilearn.signal.clean` with ``runs`` does), which removes each run's mean
         image, drift and gain: what decoding studies usually do. It uses no labels and no
         other run, so it cannot leak across a run split.
+    high_pass : float, optional
+        With ``standardize="run"``, also remove the cosine drifts below this frequency (Hz;
+        SPM's and nilearn's 1/128 is the usual choice) from every voxel's time series.
     smoothing_fwhm : float, optional
         Full width at half maximum (mm) of a Gaussian spatial smoothing of every volume
         before standardisation (:func:`nilearn.image.smooth_img`, which computes it); None
@@ -335,6 +347,9 @@ def prepare_dataset(
     if smoothing_fwhm is not None and not smoothing_fwhm > 0:
         raise ValueError(f"smoothing_fwhm must be a positive number of mm or None, got "
                          f"{smoothing_fwhm!r}")
+    if high_pass is not None and (standardize != "run" or not high_pass > 0):
+        raise ValueError(f"high_pass must be a positive frequency (Hz) and needs "
+                         f"standardize='run', got {high_pass!r} with {standardize!r}")
     bids_dir, annotations_dir, out_dir = Path(bids_dir), Path(annotations_dir), Path(out_dir)
     params = {
         "bids_dir": bids_dir, "annotations_dir": annotations_dir,
@@ -343,7 +358,7 @@ def prepare_dataset(
         "label_mode": label_mode, "min_observers": min_observers, "hrf_lag": hrf_lag,
         "min_count": min_count, "n_per_class": n_per_class, "classes": classes, "keep": keep,
         "mask": None if mask is None else str(mask), "standardize": standardize,
-        "smoothing_fwhm": smoothing_fwhm, "expected_tr": expected_tr,
+        "smoothing_fwhm": smoothing_fwhm, "high_pass": high_pass, "expected_tr": expected_tr,
         "layout": layout, "entities": entities, "affine_tolerance": affine_tolerance,
         "seed": seed,
     }
@@ -441,7 +456,8 @@ def prepare_dataset(
                                       ).get_fdata(dtype=np.float32)
                 if idx is not None and standardize == "run":
                     vols = samples["volume"].to_numpy()[idx]
-                    volumes[idx] = zscore_voxels(data, vols, mask_arr)
+                    volumes[idx] = zscore_voxels(data, vols, mask_arr, high_pass=high_pass,
+                                                 tr=info.tr)
                 elif idx is not None:
                     vols = samples["volume"].to_numpy()[idx]
                     for a in range(0, len(idx), 64):

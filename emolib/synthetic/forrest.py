@@ -144,7 +144,8 @@ def generate_annotations(
     A hidden sequence of emotional episodes (8-40 s, separated by 4-20 s gaps, each of a
     random class) is annotated by every observer with probability 0.85, with jittered start
     and end times, a different class with probability 0.1, and occasional rows with an empty
-    emotion (as in the real files).
+    emotion (as in the real files). Every observer annotates at least one episode (the last
+    one when chance skipped all the others).
 
     Returns
     -------
@@ -160,15 +161,22 @@ def generate_annotations(
         length = float(rng.uniform(8, 40))
         episodes.append((t, min(t + length, duration), classes[rng.integers(len(classes))]))
         t += length + float(rng.uniform(4, 20))
+    if not episodes:
+        raise ValueError(f"a movie of {duration:g} s is too short for an annotated episode "
+                         "(at least 18 s)")
     paths = []
     for o in range(1, n_observers + 1):
         path = out_dir / f"{prefix}{o:02d}.csv"
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh, lineterminator="\n")
             w.writerow(COLUMNS)
-            for start, end, emo in episodes:
-                if rng.random() > 0.85:
+            n_rows = 0
+            for k, (start, end, emo) in enumerate(episodes):
+                # every observer annotates at least one episode (a header-only file is an
+                # error for the reader, as it would be in real data)
+                if rng.random() > 0.85 and (n_rows or k + 1 < len(episodes)):
                     continue
+                n_rows += 1
                 if rng.random() < 0.1:
                     emo = classes[rng.integers(len(classes))]
                 s = max(0.0, start + rng.normal(0, 1.5))
