@@ -319,8 +319,8 @@ best.set_index("roi").drop(columns="subject").round(4)
 # ## Do the planted regions relate to the network more than control parcels?
 #
 # The difference between the mean similarity of the planted regions and that of the control
-# parcels, per layer, with its paired 95 % t interval and the two-sided t-test it belongs to (FDR over each
-# subject's layers). A difference above zero means that the network's geometry follows the
+# parcels, per layer, with its paired 95 % t interval and the two-sided t-test it belongs to
+# (FDR over each subject's layers). A difference above zero means that the network's geometry follows the
 # emotion regions more than it follows arbitrary brain tissue. Filled markers are significant.
 
 # %%

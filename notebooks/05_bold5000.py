@@ -279,8 +279,8 @@ ceiling.set_index("roi")[["lower", "upper"]].T.round(3)
 # %% [markdown]
 # The grouped bars average the ROIs into three systems, as in the original (Early: EarlyVis;
 # Mid: LOC and OPA; High: PPA and RSC), one panel per subject and one bar per layer, with the
-# 95 % bootstrap interval of the system mean (the average is taken inside every bootstrap
-# sample, so the interval is exact for the mean) and the noise ceiling as a grey band. Expect
+# 95 % t interval of the system mean (the average is taken inside every bootstrap sample, so
+# the interval is that of the mean) and the noise ceiling as a grey band. Expect
 # the early system to prefer the shallow layers and the high system the deep ones. The gap
 # between the best bar and the band is structure that the subjects share but no layer
 # explains; the generator plants half of each ROI's signal that way, so a clear gap is
