@@ -213,10 +213,14 @@ counts.head(12)
 # no other run, so it cannot leak across a run split. Before that, each volume is smoothed
 # with a Gaussian kernel of `smoothing_fwhm` mm (7 by default, within the 4-8 mm decoding
 # studies use; the original did not smooth), which averages the voxel noise over the extent
-# of a response. Measured once on the demo's generated data at 2 % (3 subjects, run split):
-# the linear baseline's macro AUC rose from 0.53 (the original's preprocessing, 4 folds) to
-# 0.69 (run-wise standardisation) and 0.78 (and smoothing, one fold); the CNN's, in that fold,
-# from 0.49 to 0.64 with both, and 0.77 with the input noise of chapter 02 on top.
+# of a response. In exploratory runs on the demo's generated data at 2 % (3 subjects, run
+# split, each measured once, before the high-pass was added) the linear baseline's macro AUC
+# rose from 0.53 with the original's preprocessing (4 folds) to 0.69 with run-wise
+# z-scores and 0.78 with smoothing too (one fold); the CNN's, in that fold, from 0.49 to 0.64
+# with both, and 0.77 with the input noise of chapter 02 on top. The high-pass came after:
+# without it, the time-aware null of chapter 02 was liberal on run-wise z-scores (a size of
+# 0.080 at alpha 0.05 and 0.030 at 0.01 over 200 generated null datasets), with it 0.040 and
+# 0.025 (`benchmarks/bench_calibration.py`; chapter 08 measures it again).
 
 # %%
 overlaps = pd.DataFrame(timing.overlaps(), columns=["run", "next run", "overlap (s)"])

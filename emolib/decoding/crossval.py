@@ -316,8 +316,8 @@ def ground_truth_check(
     :func:`split_inflation`. ``standardize``, ``smoothing_fwhm`` and ``high_pass`` are those of
     :func:`emolib.forrest.prepare_dataset` (pass the main analysis' own; the defaults are the
     book's). The default response, 5 % of baseline on 300 samples, is what the CNN finds
-    here with the book's preprocessing and input noise (macro AUC 0.63, permutation p at its
-    floor, measured once; at 2 % only the linear baseline did, 0.66 against 0.48).
+    here with the book's preprocessing and input noise (macro AUC 0.63-0.65, permutation p
+    at its floor, measured once; at 2 % only the linear baseline did, 0.66 against 0.48).
 
     Returns
     -------
