@@ -172,8 +172,7 @@ def generate_annotations(
             w.writerow(COLUMNS)
             n_rows = 0
             for k, (start, end, emo) in enumerate(episodes):
-                # every observer annotates at least one episode (a header-only file is an
-                # error for the reader, as it would be in real data)
+                # every observer annotates one episode at least (the reader refuses header-only)
                 if rng.random() > 0.85 and (n_rows or k + 1 < len(episodes)):
                     continue
                 n_rows += 1
