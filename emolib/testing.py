@@ -142,8 +142,12 @@ def kill_when(code: str, marker: str, args: Sequence[str] = (), timeout: float =
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] and None,
-                              daemon=True)
+
+    def read() -> None:  # a thread, so that a silent child cannot block the deadline
+        for line in proc.stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout
     seen: list[str] = []

@@ -100,16 +100,17 @@ _STATUS_TEXT = {"reuse": "reused (same inputs)", "resume": "resuming (same input
                 "new": "computing", "stale": "recomputing: made from other inputs"}
 
 
-def _fold_inputs(prepared: PreparedData, samples: pd.DataFrame, split, kind: str,
+def _fold_inputs(data: str, samples: pd.DataFrame, split, kind: str,
                  config: TrainConfig, span_s: float, baselines: bool) -> dict:
-    """Everything one fold's outputs depend on (:func:`emolib.manifest.reuse_status`)."""
+    """Everything one fold's outputs depend on (:func:`emolib.manifest.reuse_status`);
+    ``data`` is the prepared data's :attr:`~emolib.forrest.PreparedData.fingerprint`."""
     cols = ["subject", "run", "volume", "y"]
 
     def rows(idx) -> str:
         return fingerprint(samples.iloc[idx][cols].to_numpy().tolist())
 
     return {"kind": kind, "fold": split.name, "config": config.to_dict(),
-            "data": prepared.fingerprint, "train": rows(split.train), "test": rows(split.test),
+            "data": data, "train": rows(split.train), "test": rows(split.test),
             "span_s": span_s, "baselines": baselines}
 
 
@@ -178,10 +179,11 @@ def run_decoding(
         assert_no_leak(samples, splits, span_s=span_s)
     cols = [f"p_{c}" for c in classes]
     preds, histories, reuse_rows = [], [], []
+    data_fingerprint = prepared.fingerprint  # hashed once, not once per fold
     for i, split in enumerate(splits, start=1):
         fdir = _fold_dir(folder, split.name)
         done = fdir / "done.json"
-        inputs = _fold_inputs(prepared, samples, split, kind, config, span_s, baselines)
+        inputs = _fold_inputs(data_fingerprint, samples, split, kind, config, span_s, baselines)
         status, reason = reuse_status(fdir, inputs, done=done.name)
         reuse_rows.append({"fold": split.name, "status": status, "reason": reason})
         if progress:

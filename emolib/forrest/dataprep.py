@@ -449,20 +449,20 @@ def prepare_dataset(
                 idx = rows.get((sub, run))
                 run_sum = data.sum(axis=3, dtype=np.float64)
                 mean_acc = run_sum if mean_acc is None else mean_acc + run_sum
-                if smoothing_fwhm is not None and idx is not None:
-                    from nilearn.image import smooth_img
+                if idx is not None:
+                    vols = samples["volume"].to_numpy()[idx]
+                    if smoothing_fwhm is not None:
+                        from nilearn.image import smooth_img
 
-                    data = smooth_img(nib.Nifti1Image(data, info.affine), smoothing_fwhm
-                                      ).get_fdata(dtype=np.float32)
-                if idx is not None and standardize == "run":
-                    vols = samples["volume"].to_numpy()[idx]
-                    volumes[idx] = zscore_voxels(data, vols, mask_arr, high_pass=high_pass,
-                                                 tr=info.tr)
-                elif idx is not None:
-                    vols = samples["volume"].to_numpy()[idx]
-                    for a in range(0, len(idx), 64):
-                        sl = idx[a:a + 64]
-                        volumes[sl] = zscore_volumes(data[..., vols[a:a + 64]], mask_arr)
+                        data = smooth_img(nib.Nifti1Image(data, info.affine), smoothing_fwhm
+                                          ).get_fdata(dtype=np.float32)
+                    if standardize == "run":
+                        volumes[idx] = zscore_voxels(data, vols, mask_arr, high_pass=high_pass,
+                                                     tr=info.tr)
+                    else:
+                        for a in range(0, len(idx), 64):
+                            volumes[idx[a:a + 64]] = zscore_volumes(data[..., vols[a:a + 64]],
+                                                                    mask_arr)
                 if j + 1 == len(jobs) or jobs[j + 1][0] != sub:
                     n_vol = sum(i.shape[3] for i in infos[sub])
                     mean_img = nib.Nifti1Image((mean_acc / n_vol).astype(np.float32),
