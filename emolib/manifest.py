@@ -18,13 +18,17 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "INPUTS_FILE", "TRACKED_PACKAGES", "describe_changes", "fingerprint", "jsonable",
-    "package_versions", "read_manifest", "reuse_status", "sha256_bytes", "sha256_file",
-    "write_inputs", "write_manifest",
+    "FILES_FILE", "INPUTS_FILE", "TRACKED_PACKAGES", "describe_changes", "file_digests",
+    "fingerprint", "jsonable", "package_versions", "read_manifest", "reuse_status",
+    "sha256_bytes", "sha256_file", "start_stage", "write_inputs", "write_manifest",
 ]
 
 #: File beside a reusable output that records what it was made from (see reuse_status).
 INPUTS_FILE = "inputs.json"
+
+#: File beside a reusable output that records the size, modification time and SHA-256 of
+#: each input file it was made from (see file_digests).
+FILES_FILE = "input_files.json"
 
 #: Packages whose versions go into every manifest.
 TRACKED_PACKAGES = (
@@ -109,8 +113,25 @@ def write_manifest(
         "platform": {"system": platform.platform(), "executable": sys.executable},
     }
     path = Path(folder) / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2))
+    tmp = path.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, path)  # complete or absent, never half-written
     return path
+
+
+def start_stage(folder: str | os.PathLike) -> Path:
+    """Mark a stage's output folder unfinished before the stage writes into it.
+
+    The folder is created and its ``manifest.json`` removed: the manifest is the mark of a
+    finished stage (:func:`write_manifest`, called last, writes it), so until this run
+    finishes nothing that reads manifests (:func:`read_manifest`, the methods chapter, a
+    later stage) takes the folder for a finished one, whatever a kill leaves in it.
+    Returns the folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").unlink(missing_ok=True)
+    return folder
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:
@@ -191,3 +212,30 @@ def write_inputs(folder: str | os.PathLike, inputs: dict) -> Path:
     tmp.write_text(json.dumps(jsonable(inputs), indent=1, sort_keys=True, default=str))
     os.replace(tmp, path)
     return path
+
+
+def file_digests(paths, known: dict | None = None) -> dict[str, dict]:
+    """SHA-256 of each file, with the size and modification time it had when read.
+
+    A file whose size and ``mtime_ns`` equal its entry in ``known`` (an earlier result of
+    this function, e.g. read from :data:`FILES_FILE`) keeps that entry's digest without being
+    read, as git's index does; any other file is read and hashed. So checking whether
+    gigabytes of inputs changed costs a ``stat`` per file while they have not, and a read
+    of those that were touched, whose content may still be the same.
+
+    Returns
+    -------
+    dict of str to dict
+        ``{path: {"sha256": ..., "size": ..., "mtime_ns": ...}}`` in the order of ``paths``.
+    """
+    known = known or {}
+    out = {}
+    for path in map(str, paths):
+        st = os.stat(path)
+        old = known.get(path) or {}
+        if old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+            out[path] = dict(old)
+        else:
+            out[path] = {"sha256": sha256_file(path), "size": st.st_size,
+                         "mtime_ns": st.st_mtime_ns}
+    return out

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from emolib.errors import InputDataError
-from emolib.forrest.dataprep import (
+from emolib.forrest import (
     label_volumes,
     load_prepared,
     prepare_dataset,
@@ -361,3 +361,50 @@ def test_killed_preparation_leaves_nothing_mistaken_for_complete(tiny_dataset, t
     assert load_prepared(out).manifest == old
     prepare(tiny_dataset, out, standardize="run")
     _same_outputs(out, reference)
+
+
+def test_prepared_data_is_reused_only_when_made_from_the_same_inputs(tiny_dataset, tmp_path):
+    """Same parameters and input contents: the folder is reused, unread and untouched; a
+    changed parameter, BOLD run or annotation file recomputes it and says what changed."""
+    import os
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)  # its files are changed below
+    out = tmp_path / "prep"
+    first = prepare(data, out, standardize="run")
+    assert first.reuse == ("new", "nothing there")
+    inode = (out / "volumes.npy").stat().st_ino  # a recomputed folder is a new one
+    again = prepare(data, out, standardize="run")
+    assert again.reuse == ("reuse", "same inputs")
+    assert (out / "volumes.npy").stat().st_ino == inode
+    assert again.fingerprint == first.fingerprint
+
+    other = prepare(data, out, standardize="run", seed=1)
+    assert other.reuse[0] == "stale" and "parameters.seed: 0 -> 1" in other.reuse[1]
+    _same_outputs(out, prepare(data, tmp_path / "fresh", standardize="run", seed=1).folder)
+
+    # touched but unchanged: hashed again to tell, and reused
+    run = sorted((data / "ds000113").rglob("*_bold.nii.gz"))[0]
+    st = run.stat()
+    os.utime(run, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert prepare(data, out, standardize="run", seed=1).reuse[0] == "reuse"
+
+    # the content of one run changed (same grid, same size on disk or not)
+    img = nib.load(run)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj) * 1.01, img.affine, img.header), run)
+    redone = prepare(data, out, standardize="run", seed=1)
+    assert redone.reuse[0] == "stale" and run.name in redone.reuse[1]
+    assert not np.array_equal(redone.volumes, other.volumes)
+
+    # an annotation file changed
+    ann = sorted((data / "annotations").glob("*.csv"))[0]
+    lines = ann.read_text().splitlines(keepends=True)
+    ann.write_text("".join(lines[:-1]))  # its last annotation gone
+    status, reason = prepare(data, out, standardize="run", seed=1).reuse
+    assert status == "stale" and ann.name in reason
+
+    # reuse=False recomputes whatever the folder holds
+    assert prepare(data, out, standardize="run", seed=1, reuse=False).reuse == (
+        "stale", "reuse=False")
+    assert (out / "volumes.npy").stat().st_ino != inode

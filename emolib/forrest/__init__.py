@@ -16,8 +16,6 @@ from emolib.forrest.dataprep import (
     load_prepared,
     prepare_dataset,
     summarize_inputs,
-    zscore_volumes,
-    zscore_voxels,
 )
 from emolib.forrest.labels import class_counts, consensus_labels, select_classes
 from emolib.forrest.leaks import (
@@ -37,6 +35,7 @@ from emolib.forrest.patterns import (
 )
 from emolib.forrest.rois import RoiSet, load_atlas, make_rois, masks_from_labels, parcellate_mask
 from emolib.forrest.splits import Split, guard, make_splits, removal_table
+from emolib.forrest.standardize import zscore_volumes, zscore_voxels
 from emolib.forrest.timing import STUDYFORREST, RunTiming
 
 __all__ = [

@@ -13,6 +13,9 @@ into one output folder that later stages read fast::
     mask.nii.gz      their union on the voxel grid (voxels inside any subject's mask)
     mean_sub-XX.nii.gz   mean EPI image of each subject (raw intensities), its affine
     manifest.json    parameters, input hashes, versions, counts, per-subject affines, notes
+    inputs.json      what the folder was made from: the parameters and the SHA-256 of every
+                     input file (BOLD runs, sidecars, annotations, masks)
+    input_files.json the size and modification time each input file had when hashed
 
 **Native space.** Raw ds000113 has every subject in its own scanner space: one grid (shape,
 voxel size) for all, checked, but affines that differ between subjects. Nothing here
@@ -22,11 +25,14 @@ subject. The aligned derivative (``layout="aligned"``) aligns each subject's run
 subject's own template, still not subjects to each other.
 
 Everything is written into a temporary folder that is renamed into place at the end: a
-failure leaves no half-written output.
+failure (or a kill) leaves no half-written output. A folder made from the same parameters and
+input contents is reused (:attr:`PreparedData.reuse` says so); a file whose size and
+modification time are unchanged is not read again to tell (:func:`emolib.manifest.file_digests`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +46,7 @@ from tqdm.auto import tqdm
 
 from emolib.errors import InputDataError
 from emolib.forrest.labels import consensus_labels, select_classes
+from emolib.forrest.standardize import zscore_volumes, zscore_voxels
 from emolib.forrest.timing import STUDYFORREST, RunTiming
 from emolib.io.annotations import read_observers
 from emolib.io.bids import (
@@ -49,7 +56,17 @@ from emolib.io.bids import (
     read_run_info,
     scan_runs,
 )
-from emolib.manifest import fingerprint, read_manifest, sha256_bytes, write_manifest
+from emolib.manifest import (
+    FILES_FILE,
+    INPUTS_FILE,
+    file_digests,
+    fingerprint,
+    read_manifest,
+    reuse_status,
+    sha256_bytes,
+    write_inputs,
+    write_manifest,
+)
 from emolib.paths import atomic_output_dir
 
 STAGE = "01_dataprep"
@@ -84,6 +101,11 @@ class PreparedData:
         Consensus labels of the movie-time grid.
     manifest : dict
         The stage's manifest.
+    reuse : tuple of (str, str) or None
+        ``(status, reason)`` of the :func:`prepare_dataset` call that returned this:
+        ``"reuse"`` (the folder was made from the same parameters and input contents),
+        ``"new"`` or ``"stale"`` (recomputed; the reason names what changed), see
+        :func:`emolib.manifest.reuse_status`. None from :func:`load_prepared`.
     """
 
     folder: Path
@@ -95,6 +117,7 @@ class PreparedData:
     labels: pd.DataFrame
     manifest: dict
     affines: dict[str, np.ndarray]
+    reuse: tuple[str, str] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -119,73 +142,6 @@ class PreparedData:
     def y(self) -> np.ndarray:
         """Class index of every sample (-1 where not selected)."""
         return self.samples["y"].to_numpy()
-
-
-def zscore_volumes(chunk: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Z-score volumes ``(x, y, z, t)`` each by its own mean and std; returns ``(t, x, y, z)``.
-
-    With a mask the statistics are computed inside it and voxels outside are set to 0.
-    A constant volume (std 0) becomes all zeros. The population std (ddof=0) is used,
-    as ``numpy.std`` and the original project did.
-    """
-    data = np.ascontiguousarray(np.moveaxis(chunk, -1, 0), dtype=np.float32)  # (t, x, y, z)
-    flat = data.reshape(len(data), -1)
-    if mask is None:
-        mean = flat.mean(axis=1, dtype=np.float64)
-        std = flat.std(axis=1, dtype=np.float64)
-        flat -= mean[:, None].astype(np.float32)
-    else:
-        m = mask.ravel()
-        inside = flat[:, m]
-        mean = inside.mean(axis=1, dtype=np.float64)
-        std = inside.std(axis=1, dtype=np.float64)
-        flat -= mean[:, None].astype(np.float32)
-        flat[:, ~m] = 0.0
-    scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0).astype(np.float32)
-    flat *= scale[:, None]
-    return data
-
-
-def zscore_voxels(data: np.ndarray, volumes: np.ndarray, mask: np.ndarray | None = None,
-                  slab: int = 8, high_pass: float | None = None, tr: float = 2.0
-                  ) -> np.ndarray:
-    """Detrend and z-score every voxel's time series over one run; returns ``(t, x, y, z)``.
-
-    The statistics of each voxel come from all ``data.shape[-1]`` volumes of the run: its
-    mean, a linear trend and, with ``high_pass`` (Hz), the discrete cosine drifts below that
-    frequency (:func:`nilearn.signal.create_cosine_drift`, the SPM/nilearn high-pass) are
-    projected out together, then the residual is divided by its sample standard deviation
-    (ddof=1): what :func:`nilearn.signal.clean` does with ``detrend=True,
-    standardize="zscore_sample"`` (and ``high_pass``, ``t_r=tr``, ``filter="cosine"``) on one
-    run. Only the volumes at indices ``volumes`` are returned. A constant voxel becomes 0
-    (nilearn leaves it at 0 too), as do voxels outside ``mask`` and every voxel of a run too
-    short for its drift terms. The statistics are computed in float64, ``slab`` x-planes at
-    a time, so that a full-size run (80 x 80 x 35 x 542) needs tens of megabytes beyond its
-    own data.
-    """
-    n_t = data.shape[-1]
-    vols = np.asarray(volumes, dtype=np.intp)
-    basis = [np.ones(n_t), np.arange(n_t, dtype=np.float64)]
-    if high_pass:
-        from nilearn.signal import create_cosine_drift
-
-        basis += list(create_cosine_drift(high_pass, tr * np.arange(n_t))[:, :-1].T)
-    q = np.linalg.qr(np.stack(basis, axis=1))[0] if n_t > len(basis) else None
-    out = np.zeros((len(vols), *data.shape[:3]), dtype=np.float32)
-    if q is None:
-        return out
-    for a in range(0, data.shape[0], slab):
-        y = np.asarray(data[a:a + slab], dtype=np.float64)  # (s, y, z, t)
-        scale = np.abs(y).max(axis=-1, keepdims=True)
-        y -= (y @ q) @ q.T
-        sd = y.std(axis=-1, ddof=1, keepdims=True)
-        flat = sd <= 1e-9 * np.maximum(scale, 1.0)  # constant up to rounding
-        z = y[..., vols] / np.where(flat, 1.0, sd)
-        z[np.broadcast_to(flat, z.shape)] = 0.0
-        out[:, a:a + slab] = np.moveaxis(z, -1, 0)
-    if mask is not None:
-        out[:, ~mask] = 0.0
-    return out
 
 
 def label_volumes(
@@ -234,9 +190,33 @@ def _read_mask(mask: str | os.PathLike, subject: str, shape: tuple[int, ...],
     return np.asanyarray(mimg.dataobj).astype(bool)
 
 
-def _read_raw(path: Path) -> tuple[bytes, str]:
+def _read_raw(path: Path) -> tuple[bytes, dict]:
+    st = os.stat(path)
     raw = path.read_bytes()
-    return raw, sha256_bytes(raw)
+    return raw, {"sha256": sha256_bytes(raw), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _check_reuse(out_dir: Path, params: dict, files: list[Path], reuse: bool
+                 ) -> tuple[str, str, dict]:
+    """``(status, reason, digests)`` of an earlier output in ``out_dir`` against these
+    inputs (digests only where there was an earlier output to compare with)."""
+    if not (out_dir / INPUTS_FILE).is_file():
+        status, reason = reuse_status(out_dir, {})
+        return status, reason, {}
+    try:
+        known = json.loads((out_dir / FILES_FILE).read_text())
+    except (OSError, ValueError):
+        known = {}
+    digests = file_digests(files, known)
+    inputs = {"parameters": params, "files": {p: d["sha256"] for p, d in digests.items()}}
+    status, reason = reuse_status(out_dir, inputs, done="manifest.json")
+    if status == "reuse" and not reuse:
+        status, reason = "stale", "reuse=False"
+    elif status == "reuse" and digests != known:  # touched, same contents: remember the stats
+        tmp = out_dir / f".{FILES_FILE}.tmp"
+        tmp.write_text(json.dumps(digests, indent=1))
+        os.replace(tmp, out_dir / FILES_FILE)
+    return status, reason, digests
 
 
 def prepare_dataset(
@@ -264,6 +244,7 @@ def prepare_dataset(
     affine_tolerance: float = 1.0,
     seed: int = 0,
     progress: bool = True,
+    reuse: bool = True,
 ) -> PreparedData:
     """Prepare labelled, z-scored BOLD volumes of a ds000113-shaped dataset.
 
@@ -274,7 +255,8 @@ def prepare_dataset(
     annotations_dir : str or path-like
         Folder of the annotation CSVs.
     out_dir : str or path-like
-        Output folder; replaced if it exists (atomically, at the end).
+        Output folder; reused if it was made from the same parameters and input contents,
+        else replaced (atomically, at the end).
     annotation_pattern : str, default="av1o*.csv"
         Glob of the annotation files (``"ao1o*.csv"`` for the audio-only observers).
     subjects : list of str, optional
@@ -327,12 +309,15 @@ def prepare_dataset(
         Millimetres by which a run's grid may sit away from its subject's first run before a
         warning (:func:`emolib.io.bids.check_grids`); between subjects affines may differ.
     progress : bool, default=True
-        Show a progress bar over runs.
+        Show a progress bar over runs, and say whether earlier outputs were reused.
+    reuse : bool, default=True
+        Reuse ``out_dir`` when it was made from the same parameters and input contents;
+        ``False`` recomputes it whatever it holds.
 
     Returns
     -------
     PreparedData
-        The opened outputs (see :func:`load_prepared`).
+        The opened outputs (see :func:`load_prepared`), with :attr:`PreparedData.reuse`.
 
     Raises
     ------
@@ -412,8 +397,25 @@ def prepare_dataset(
         raise InputDataError(bids_dir, "no volume falls on a selected label step: check the "
                                        "timing and the annotations")
 
+    # 4. an earlier output made from the same inputs is reused
+    input_files = [info.path for sub in subs for info in infos[sub]]
+    input_files += sorted({Path(i.tr_source) for sub in subs for i in infos[sub]
+                           if i.tr_source != "header"})
+    input_files += sorted(annotations_dir.glob(annotation_pattern))
+    if mask is not None and str(mask) != "epi":
+        input_files += sorted({Path(str(mask).replace("{subject}", sub)) for sub in subs})
+    status, reason, digests = _check_reuse(out_dir, params, input_files, reuse)
+    if progress:
+        print(f"{out_dir.name}: " + ("reused (same parameters and input contents)"
+                                if status == "reuse" else f"preparing ({status}: {reason})"),
+              flush=True)
+    if status == "reuse":
+        prepared = load_prepared(out_dir)
+        prepared.reuse = (status, reason)
+        return prepared
+
     with atomic_output_dir(out_dir) as tmp:
-        # 4. masks: one per subject (native space), from a file or from its first run below
+        # masks: one per subject (native space), from a file or from its first run below
         if mask is None:
             mask_arrs = {sub: None for sub in infos}
 
@@ -421,7 +423,6 @@ def prepare_dataset(
         volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=np.float32,
                                             shape=(len(samples), *shape))
         rows = samples.groupby(["subject", "run"]).indices
-        hashes = {}
         jobs = [(sub, run, info) for sub in subs
                 for run, info in zip(runs.loc[runs["subject"] == sub, "run"], infos[sub],
                                      strict=True)]
@@ -439,7 +440,7 @@ def prepare_dataset(
                 data, digest = future.result()
                 if j + 1 < len(jobs):
                     future = pool.submit(load, jobs[j + 1])
-                hashes[str(info.path)] = digest
+                digests[str(info.path)] = digest
                 if sub not in mask_arrs:  # "epi": from the subject's first run
                     from nilearn.masking import compute_epi_mask
 
@@ -485,8 +486,8 @@ def prepare_dataset(
         # 6. tables and manifest
         samples.to_csv(tmp / "samples.csv", index=False)
         labels.to_csv(tmp / "labels.csv", index=False)
-        for f in sorted(annotations_dir.glob(annotation_pattern)):
-            hashes[str(f)] = sha256_bytes(f.read_bytes())
+        digests = file_digests(input_files, digests)  # the runs: hashed as they were read
+        hashes = {p: d["sha256"] for p, d in digests.items()}
         counts = samples[samples["selected"]].groupby("label").size().to_dict()
         run_rows = [{"subject": sub, "run": run, "file": info.path.name,
                      "grid": "x".join(map(str, info.shape[:3])), "volumes": info.shape[3],
@@ -509,7 +510,11 @@ def prepare_dataset(
             "kept_steps": int(labels["label"].notna().sum()),
             "selected_steps": len(selected),
         })
-    return load_prepared(out_dir)
+        write_inputs(tmp, {"parameters": params, "files": hashes})
+        (tmp / FILES_FILE).write_text(json.dumps(digests, indent=1))
+    prepared = load_prepared(out_dir)
+    prepared.reuse = (status, reason)
+    return prepared
 
 
 def load_prepared(folder: str | os.PathLike) -> PreparedData:
@@ -555,5 +560,5 @@ def summarize_inputs(prepared: PreparedData) -> pd.DataFrame:
 
 __all__ = [
     "PreparedData", "label_volumes", "load_prepared", "prepare_dataset", "summarize_inputs",
-    "timing_from_dict", "zscore_volumes", "zscore_voxels",
+    "timing_from_dict",
 ]
