@@ -79,7 +79,7 @@ from IPython.display import Markdown, display
 from emolib.decoding import load_decoding, macro_auc
 from emolib.embedding import label_agreement, umap_stability
 from emolib.forrest import load_prepared
-from emolib.manifest import sha256_file, write_manifest
+from emolib.manifest import sha256_file, start_stage, write_manifest
 from emolib.models import features_by_fold, resolve_device
 from emolib.occlusion import (
     analysis_mask,
@@ -112,7 +112,8 @@ classes = result.classes
 truth = find_truth(prepared.manifest["parameters"]["bids_dir"], prepared.volumes.shape[1:])
 mask = analysis_mask(prepared.mask, prepared.mean_image(prepared.samples["subject"].iloc[0]))
 run_device = str(resolve_device(device))
-out_dir = get_derived_dir("03_occlusion", profile, data_dir) / split
+# unfinished until its manifest is written, last
+out_dir = start_stage(get_derived_dir("03_occlusion", profile, data_dir) / split)
 y, probs, rows = result.probs("cnn")
 display(Markdown(
     f"**Inputs.** {len(prepared.samples)} volumes on a {prepared.volumes.shape[1:]} grid "
@@ -168,7 +169,7 @@ display(Markdown(
 start = time.perf_counter()
 occ = occlude_by_fold(selection, prepared.volumes, result.fold_model_path, patch=patch,
                       stride=stride, fill=fill, batch_size=batch_size, n_threads=n_threads,
-                      device=run_device, progress=progress)
+                      device=run_device, progress=progress, store_dir=out_dir / "parts")
 seconds = time.perf_counter() - start
 class_maps = class_mean_maps(occ.maps, occ.targets, len(classes))
 images = class_map_images(class_maps, classes, prepared.affine)
@@ -181,7 +182,14 @@ display(Markdown(
     f"{'x'.join(map(str, occ.patch))} voxels (stride {'x'.join(map(str, occ.stride))}, fill "
     f"{occ.fill:g}) = {n_windows:,} forward passes, {occ.method} engine, **{seconds:.1f} s** on "
     f"`{run_device}`. Largest difference from the saved probabilities: {mismatch:.1e}. Maps "
-    f"written to `{out_dir}`: {', '.join(p.name for p in paths.values())}."
+    f"written to `derived/{profile}/03_occlusion/{split}`: "
+    f"{', '.join(p.name for p in paths.values())}. "
+    + (f"{n_reused} of {len(occ.reuse)} parts (up to 16 volumes each) were reused from an "
+       "earlier run (made from the same weights, volumes, targets and boxes); "
+       f"{len(occ.reuse) - n_reused} were computed now."
+       if (n_reused := int((occ.reuse["status"] == "reuse").sum())) else
+       f"All {len(occ.reuse)} parts computed now (saved as they finished, so an interrupted "
+       "run resumes).")
     + ("" if mismatch < 1e-3 else
        "\n\n**Warning: the saved networks do not reproduce the saved predictions.** The "
        "outputs of 02_training are inconsistent (for instance written by two runs at once); "
@@ -397,5 +405,5 @@ write_manifest(out_dir, "03_occlusion", {
             "method": occ.method, "seconds": round(seconds, 1),
             "max_probability_mismatch": mismatch,
             "mean_auc": None if scores is None else scores["auc"].mean()})
-pd.Series({"folder": str(out_dir),
+pd.Series({"folder": f"derived/{profile}/03_occlusion/{split}",
            "files": ", ".join(sorted(p.name for p in out_dir.iterdir()))}).to_frame("saved")

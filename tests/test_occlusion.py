@@ -534,6 +534,129 @@ def test_occlude_by_fold_uses_each_volumes_own_model(tmp_path):
         occlude_by_fold(sel.iloc[:0], vols, models.__getitem__, progress=False)
 
 
+def _store_job(tmp_path):
+    """Volumes, a selection of 7 over two folds and the folds' checkpoints on disk."""
+    vols = _volumes(8, (11, 9, 7), seed=5).numpy()
+    sel = pd.DataFrame({"fold": ["run-2", "run-1", "run-2", "run-1", "run-1", "run-2", "run-1"],
+                        "sample": [5, 0, 2, 3, 7, 6, 1], "y": [1, 0, 3, 2, 1, 0, 3]})
+    paths = {}
+    for fold, m in _fold_models().items():
+        paths[fold] = tmp_path / f"{fold}.pt"
+        torch.save({"model": m.state_dict(), "n_classes": 4, "in_shape": (11, 9, 7),
+                    "dropout": 0.3}, paths[fold])
+    return vols, sel, paths
+
+
+def _occlude(vols, sel, paths, store=None, **kw):
+    kw = {"patch": 3, "stride": 2, "batch_size": 16, "part_size": 2, "progress": False, **kw}
+    return occlude_by_fold(sel, vols, lambda fold: paths[fold], store_dir=store, **kw)
+
+
+def _same_result(a, b):
+    for name in ("maps", "coarse", "base_prob", "targets"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.method == b.method and a.patch == b.patch
+
+
+def _store_contents(store):
+    out = {}
+    for p in sorted(store.iterdir()):
+        with np.load(p) as f:
+            out[p.name] = {k: f[k] for k in f.files}
+    return out
+
+
+def test_occlusion_store_reuses_only_parts_made_from_the_same_inputs(tmp_path):
+    vols, sel, paths = _store_job(tmp_path)
+    plain = _occlude(vols, sel, paths)
+    assert plain.reuse is None
+    store = tmp_path / "store"
+    first = _occlude(vols, sel, paths, store)
+    _same_result(first, plain)  # the store does not change the numbers
+    # run-1 has 4 volumes (2 parts), run-2 has 3 (2 parts)
+    assert list(first.reuse["status"]) == ["new"] * 4
+    assert sorted(p.name for p in store.iterdir()) == [
+        "run-1-0000.npz", "run-1-0001.npz", "run-2-0000.npz", "run-2-0001.npz"]
+    again = _occlude(vols, sel, paths, store)
+    assert list(again.reuse["status"]) == ["reuse"] * 4
+    _same_result(again, plain)
+
+    # other weights for one fold: its parts are recomputed, the other fold's reused
+    torch.save({"model": _cnn(seed=9).state_dict(), "n_classes": 4, "in_shape": (11, 9, 7),
+                "dropout": 0.3}, paths["run-2"])
+    changed = _occlude(vols, sel, paths, store)
+    assert dict(zip(changed.reuse["fold"] + "/" + changed.reuse["part"].astype(str),
+                    changed.reuse["status"], strict=True)) == {
+        "run-2/0": "stale", "run-2/1": "stale", "run-1/0": "reuse", "run-1/1": "reuse"}
+    _same_result(changed, _occlude(vols, sel, paths))
+    # another volume content, target or occlusion parameter: stale as well
+    vols2 = vols.copy()
+    vols2[7] += 0.5  # sample 7 is in run-1's second part
+    status = _occlude(vols2, sel, paths, store).reuse.set_index(["fold", "part"])["status"]
+    assert status[("run-1", 1)] == "stale" and status[("run-1", 0)] == "reuse"
+    assert set(_occlude(vols2, sel, paths, store, fill=0.5).reuse["status"]) == {"stale"}
+    # a smaller job: parts that no longer belong to it are removed
+    small = _occlude(vols2, sel[sel["fold"] == "run-1"], paths, store, fill=0.5)
+    assert set(small.reuse["status"]) == {"reuse"}
+    assert sorted(p.name for p in store.iterdir()) == ["run-1-0000.npz", "run-1-0001.npz"]
+    # a damaged part is recomputed
+    (store / "run-1-0000.npz").write_bytes(b"not a zip file")
+    redone = _occlude(vols2, sel[sel["fold"] == "run-1"], paths, store, fill=0.5)
+    assert list(redone.reuse["status"]) == ["stale", "reuse"]
+    _same_result(redone, small)
+    with pytest.raises(ValueError, match="part_size"):
+        _occlude(vols, sel, paths, store, part_size=0)
+
+
+KILLED_OCCLUSION = """
+import sys, time
+import numpy as np, pandas as pd
+import emolib.occlusion.maps as maps
+
+real, calls = maps.occlusion_map, []
+
+
+def slow(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:  # parts 1-2 are stored
+        print("third part", flush=True)
+        time.sleep(600)
+    return real(*args, **kwargs)
+
+
+maps.occlusion_map = slow
+vols = np.load(sys.argv[1])
+sel = pd.read_csv(sys.argv[2])
+paths = {"run-1": sys.argv[3], "run-2": sys.argv[4]}
+maps.occlude_by_fold(sel, vols, paths.__getitem__, patch=3, stride=2, batch_size=16,
+                     part_size=2, progress=False, store_dir=sys.argv[5])
+"""
+
+
+def test_killed_occlusion_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL while the third part is being computed: the two finished parts are reused,
+    the rest computed, and the store and the maps end as after an uninterrupted run."""
+    from emolib.testing import kill_when
+
+    vols, sel, paths = _store_job(tmp_path)
+    whole = _occlude(vols, sel, paths, tmp_path / "whole")
+    np.save(tmp_path / "vols.npy", vols)
+    sel.to_csv(tmp_path / "sel.csv", index=False)
+    store = tmp_path / "store"
+    kill_when(KILLED_OCCLUSION, "third part", [tmp_path / "vols.npy", tmp_path / "sel.csv",
+                                              paths["run-1"], paths["run-2"], store])
+    assert len(list(store.glob("*.npz"))) == 2
+    resumed = _occlude(vols, sel, paths, store)
+    assert list(resumed.reuse["status"]) == ["reuse", "reuse", "new", "new"]
+    _same_result(resumed, whole)
+    a, b = _store_contents(store), _store_contents(tmp_path / "whole")
+    assert list(a) == list(b)
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        for k in a[name]:
+            np.testing.assert_array_equal(a[name][k], b[name][k], err_msg=f"{name}: {k}")
+
+
 def test_torch_threads_is_restored():
     before = torch.get_num_threads()
     with torch_threads(1):
@@ -685,7 +808,7 @@ def test_planted_regions_are_found_and_null_data_find_nothing(tmp_path_factory):
 
 def test_find_truth_and_label_voxels(tiny_dataset, tmp_path):
     from emolib.occlusion import label_voxels
-    from emolib.synthetic.forrest import find_truth
+    from emolib.synthetic import find_truth
 
     truth = find_truth(tiny_dataset / "ds000113", (12, 12, 10))
     assert truth is not None and set(truth["regions"]) == set(truth["classes"])

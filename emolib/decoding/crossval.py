@@ -49,7 +49,13 @@ from emolib.forrest.dataprep import PreparedData, prepare_dataset
 from emolib.forrest.leaks import HRF_SPAN_S, assert_no_leak
 from emolib.forrest.splits import make_splits, removal_table
 from emolib.forrest.timing import RunTiming
-from emolib.manifest import fingerprint, reuse_status, write_inputs, write_manifest
+from emolib.manifest import (
+    fingerprint,
+    reuse_status,
+    start_stage,
+    write_inputs,
+    write_manifest,
+)
 from emolib.models.train import TrainConfig, evaluate_batches, to_tensor, train_model
 from emolib.synthetic import generate_studyforrest
 
@@ -164,10 +170,7 @@ def run_decoding(
     folder = Path(out_dir)
     if restart and folder.exists():
         shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    # the manifest marks a finished run (written last): until this run finishes, the folder
-    # is not mistaken for one, whatever a kill leaves behind
-    (folder / "manifest.json").unlink(missing_ok=True)
+    start_stage(folder)  # unfinished until the manifest is written, last
     sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
     samples = prepared.samples.iloc[sel].reset_index(drop=True)
     volumes = prepared.volumes

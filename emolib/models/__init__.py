@@ -10,6 +10,8 @@ A generic engine: nothing here knows of either study.
   extraction), pooled features, features of held-out volumes by their own fold's model.
 - :mod:`~emolib.models.folds`: :func:`iter_folds`, the one loop over folds that occlusion,
   features and network RDMs share.
+- :mod:`~emolib.models.identity`: :func:`model_digest`, what stores of a model's results are
+  keyed by.
 """
 
 from emolib.models.cnn import EmotionCNN, SeparableBlock3d, count_parameters
@@ -22,6 +24,7 @@ from emolib.models.folds import (
     load_model,
     torch_threads,
 )
+from emolib.models.identity import model_digest
 from emolib.models.train import (
     TrainConfig,
     TrainResult,
@@ -37,5 +40,6 @@ __all__ = [
     "EmotionCNN", "FoldBatch", "ModelForFold", "ModelSource", "SeparableBlock3d", "TrainConfig",
     "TrainResult", "config_from_dict", "count_parameters", "evaluate_batches",
     "extract_activations", "features_by_fold", "iter_folds", "load_model", "load_trained",
-    "pooled_features", "resolve_device", "to_tensor", "train_model", "torch_threads",
+    "model_digest", "pooled_features", "resolve_device", "to_tensor", "train_model",
+    "torch_threads",
 ]

@@ -32,11 +32,15 @@ import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    import pandas
 
 from emolib.errors import InputDataError
 from emolib.models.cnn import EmotionCNN
@@ -80,6 +84,10 @@ class OcclusionResult:
         Value written into the occluded patch.
     method : str
         Engine that computed the drops, ``"incremental"`` or ``"batched"``.
+    reuse : pandas.DataFrame or None
+        With a store (:func:`emolib.occlusion.occlude_by_fold`'s ``store_dir``), one row per
+        part of the job: ``fold``, ``part``, ``volumes`` and ``status`` (``"reuse"``,
+        ``"new"`` or ``"stale"``: what this call did with it); otherwise None.
     """
 
     maps: np.ndarray
@@ -91,6 +99,7 @@ class OcclusionResult:
     stride: Triple
     fill: float
     method: str
+    reuse: pandas.DataFrame | None = None
 
     @property
     def grid_shape(self) -> Triple:

@@ -13,6 +13,8 @@ Tables in, tables and arrays out: nothing here reads the study's files.
 from __future__ import annotations
 
 import os
+import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,9 +22,13 @@ import nibabel as nib
 import numpy as np
 import pandas
 from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
 
+from emolib.manifest import fingerprint, sha256_bytes
 from emolib.models.folds import ModelForFold, iter_folds
+from emolib.models.identity import model_digest
 from emolib.occlusion.engine import OcclusionResult, occlusion_map
+from emolib.occlusion.grid import as_triple
 
 __all__ = [
     "analysis_mask", "class_map_images", "label_voxels", "localisation_matrix",
@@ -121,8 +127,19 @@ def occlude_by_fold(
     device: str = "cpu",
     method: str = "auto",
     progress: bool = True,
+    store_dir: str | os.PathLike | None = None,
+    part_size: int = 16,
 ) -> OcclusionResult:
     """Occlude each selected volume with its own fold's model (the one that never saw it).
+
+    The volumes of each fold are occluded ``part_size`` at a time. With ``store_dir`` every
+    finished part is saved there at once (one ``.npz`` per part, written atomically), keyed
+    by what made it: the model's weights (:func:`emolib.models.model_digest`), the bytes of
+    its volumes, their targets and the occlusion parameters. A later call reuses each part
+    whose key is unchanged, recomputes the others, and removes parts that no longer belong
+    to the job: an interrupted call continues where it stopped, and a changed model or
+    selection never returns old maps. ``OcclusionResult.reuse`` says what happened to each
+    part. The result does not depend on the store (the parts are the same either way).
 
     Parameters
     ----------
@@ -134,12 +151,18 @@ def occlude_by_fold(
     model_for_fold : callable
         ``model_for_fold(fold)`` returns the fold's model or the path of its ``best.pt``
         (e.g. :meth:`emolib.decoding.DecodingResult.fold_model_path`).
-    patch, stride, fill, batch_size, method, progress
+    patch, stride, fill, batch_size, method
         As in :func:`occlusion_map`.
     n_threads : int or None, default=1
         Torch threads while occluding (``None`` leaves the setting alone).
     device : str, default="cpu"
         Where a model loaded from a path is put.
+    progress : bool, default=True
+        A progress bar over the volumes.
+    store_dir : str or path-like, optional
+        Folder of the saved parts (created; this function owns its ``*.npz`` files).
+    part_size : int, default=16
+        Volumes per part.
 
     Returns
     -------
@@ -151,23 +174,89 @@ def occlude_by_fold(
             raise ValueError(f"selection needs a {col!r} column")
     if len(selection) == 0:
         raise ValueError("nothing to occlude: the selection is empty")
+    if int(part_size) < 1:
+        raise ValueError(f"part_size must be a positive number of volumes, got {part_size!r}")
+    store = None if store_dir is None else Path(store_dir)
+    if store is not None:
+        store.mkdir(parents=True, exist_ok=True)
+        for leftover in store.glob("*.npz.tmp"):  # what a killed call was writing
+            leftover.unlink()
     targets = selection["y"].to_numpy(dtype=np.int64)
-    parts: list[tuple[np.ndarray, OcclusionResult]] = []
+    job = {"format": _STORE_FORMAT, "patch": as_triple(patch, "patch"),
+           "stride": as_triple(stride, "stride"), "fill": float(fill),
+           "batch_size": int(batch_size), "method": method}
+    n = len(selection)
+    maps = coarse = None
+    base = np.empty(n, dtype=np.float32)
+    rows, kept, first = [], set(), None
+    bar = tqdm(total=n, desc="occluding", unit="volume", disable=not progress)
     for batch in iter_folds(selection, volumes, model_for_fold, n_threads=n_threads,
                             device=device):
-        res = occlusion_map(batch.model, batch.volumes, targets[batch.positions], patch, stride,
-                            fill, batch_size, method=method, progress=progress)
-        parts.append((batch.positions, res))
-    first = parts[0][1]
-    n = len(selection)
-    maps = np.empty((n, *first.maps.shape[1:]), dtype=np.float32)
-    coarse = np.empty((n, *first.coarse.shape[1:]), dtype=np.float32)
-    base = np.empty(n, dtype=np.float32)
-    for pos, res in parts:
-        maps[pos], coarse[pos], base[pos] = res.maps, res.coarse, res.base_prob
+        digest = model_digest(batch.model) if store is not None else None
+        for k, a in enumerate(range(0, len(batch.positions), int(part_size))):
+            pos = batch.positions[a:a + int(part_size)]
+            vols = np.ascontiguousarray(batch.volumes[a:a + int(part_size)])
+            res, status = None, "new"
+            if store is not None:
+                path = store / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', batch.fold)}-{k:04d}.npz"
+                key = fingerprint({**job, "model": digest, "targets": targets[pos],
+                                   "volumes": sha256_bytes(vols.tobytes()),
+                                   "shape": vols.shape, "dtype": str(vols.dtype)})
+                res = _read_part(path, key, patch, stride, fill)
+                status = "reuse" if res is not None else ("stale" if path.exists() else "new")
+                kept.add(path.name)
+            if res is None:
+                res = occlusion_map(batch.model, vols, targets[pos], patch, stride, fill,
+                                    batch_size, method=method, progress=False)
+                if store is not None:
+                    _write_part(path, key, res)
+            if maps is None:
+                maps = np.empty((n, *res.maps.shape[1:]), dtype=np.float32)
+                coarse = np.empty((n, *res.coarse.shape[1:]), dtype=np.float32)
+                first = res
+            maps[pos], coarse[pos], base[pos] = res.maps, res.coarse, res.base_prob
+            rows.append({"fold": batch.fold, "part": k, "volumes": len(pos), "status": status})
+            bar.update(len(pos))
+    bar.close()
+    if store is not None:  # parts of an earlier job that are not part of this one
+        for old in store.glob("*.npz"):
+            if old.name not in kept:
+                old.unlink()
     return OcclusionResult(maps=maps, coarse=coarse, base_prob=base, targets=targets,
                            starts=first.starts, patch=first.patch, stride=first.stride,
-                           fill=first.fill, method=first.method)
+                           fill=first.fill, method=first.method,
+                           reuse=pandas.DataFrame(rows) if store is not None else None)
+
+
+#: Format of the parts :func:`occlude_by_fold` stores (a change makes every part stale).
+_STORE_FORMAT = 1
+
+
+def _write_part(path: Path, key: str, res: OcclusionResult) -> None:
+    """Save one part atomically: written beside, flushed, then renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, key=np.array(key), maps=res.maps, coarse=res.coarse,
+                 base_prob=res.base_prob, method=np.array(res.method),
+                 **{f"starts_{i}": s for i, s in enumerate(res.starts)})
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _read_part(path: Path, key: str, patch, stride, fill: float) -> OcclusionResult | None:
+    """The stored part at ``path`` if it was made for ``key``, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["key"]) != key:
+                return None
+            return OcclusionResult(
+                maps=f["maps"], coarse=f["coarse"], base_prob=f["base_prob"],
+                targets=np.empty(0, np.int64), starts=tuple(f[f"starts_{i}"] for i in range(3)),
+                patch=as_triple(patch, "patch"), stride=as_triple(stride, "stride"),
+                fill=float(fill), method=str(f["method"]))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def class_map_images(

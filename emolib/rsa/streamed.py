@@ -31,6 +31,7 @@ from numpy.typing import DTypeLike
 from rsatoolbox.rdm import RDMs
 from tqdm.auto import tqdm
 
+from emolib.models.identity import model_digest
 from emolib.rsa.align import PATTERN_KEY, check_unique
 
 __all__ = ["PROGRESS_FILE", "STORE_DTYPES", "STREAM_METHODS", "calc_rdms_streamed"]
@@ -49,20 +50,6 @@ _STAGE_ROWS = 256
 logger = logging.getLogger(__name__)
 
 Batches = Callable[[int], Iterable[Any]] | Iterable[Any]
-
-
-def _hash_model(model: Any) -> str:
-    """blake2b of the model's class and its state_dict (names, dtypes, shapes, bytes)."""
-    import torch
-
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
-    for name, t in model.state_dict().items():
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _digest(obj: Any) -> str:
@@ -498,7 +485,7 @@ def calc_rdms_streamed(
     store.mkdir(parents=True, exist_ok=True)
     parts = {"ids": _digest([str(i) for i in ids_arr.tolist()]), "n": n, "layers": layers,
              "method": method, "store_dtype": sdtype.name, "backend": backend,
-             "model": _hash_model(model), "input_key": str(input_key)}
+             "model": model_digest(model), "input_key": str(input_key)}
     state = _open_state(store, parts, resume, n, sdtype)
 
     try:
