@@ -106,7 +106,10 @@ src = obtain_dataset(
 display(Markdown(
     f"**Inputs.** {'Aligned derivative' if layout == 'aligned' else 'BIDS tree'}: "
     f"`{src.bids_dir}` "
-    f"({'generated, ' + ('null' if null else 'planted signal') if src.truth_dir else 'real data'}). "
+    f"({'generated, ' + ('null' if null else 'planted signal') if src.truth_dir else 'real data'}"
+    + ({"reuse": ", reused from an earlier run with the same parameters", "new": ", now",
+        "stale": f", again (changed since the earlier run: {(src.reuse or ('', ''))[1]})"}.get(
+            (src.reuse or ("",))[0], "")) + "). "
     f"Annotations: `{src.annotations_dir}` "
     f"({'the real Labs et al. files' if src.annotations_real else 'generated in the same format'})."
     + (f" The generated BOLD carries, besides the {effect_size:.0%} emotion responses "
@@ -237,11 +240,16 @@ prepared = prepare_dataset(
     affine_tolerance=affine_tolerance, seed=seed, progress=progress,
 )
 samples = prepared.samples
+status, reason = prepared.reuse
 display(Markdown(
     f"Prepared **{len(samples)}** volumes of {samples['subject'].nunique()} subjects, grid "
-    f"{prepared.volumes.shape[1:]}, into `{prepared.folder}`; "
-    f"{int((samples['overlap_run'] > 0).sum())} of them fall in a run overlap."
-))
+    f"{prepared.volumes.shape[1:]}, into `derived/{profile}/{prepared.folder.name}`; "
+    f"{int((samples['overlap_run'] > 0).sum())} of them fall in a run overlap. "
+    + ("The folder of an earlier run was reused: it was made from the same parameters and "
+       "the same input contents (SHA-256 of every file)." if status == "reuse" else
+       "Computed by this run" + ("." if status == "new" else f" (the earlier folder was "
+                                  f"stale: {reason}).")))
+)
 samples.head()
 
 # %%

@@ -231,12 +231,19 @@ def test_obtain_bold5000_generates_once_then_reuses(tmp_path):
         "resnet50_layers.h5", "CSI1_rois.h5", "CSI2_rois.h5", "CSI3_rois.h5", "truth.json"}
     again = obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12,
                                      seed=1)
-    assert not again.generated
+    assert not again.generated and again.reuse == ("reuse", "same parameters")
+    assert src.reuse == ("new", "nothing there")
     np.testing.assert_array_equal(again.data.layers.dissimilarities,
                                   src.data.layers.dissimilarities)
     other = obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12,
                                      seed=2, subjects=("CSI1", "CSI2"))
     assert other.generated and other.data.subjects == ["CSI1", "CSI2"]
+    assert other.reuse[0] == "stale" and "seed: 1 -> 2" in other.reuse[1]
+    assert "subjects" in other.reuse[1]
+    (other.folder / "CSI2_rois.h5").unlink()  # a file gone: generated again
+    assert obtain_bold5000("synthetic", "smoke", data_dir=tmp_path, n_images=12, seed=2,
+                           subjects=("CSI1", "CSI2")).reuse == (
+        "stale", "CSI2_rois.h5 is missing")
     assert not (other.folder / "CSI3_rois.h5").exists()  # stale files of the older run go
     # files: a folder read as is, a subset of subjects, a missing subject named
     files = obtain_bold5000("files", "paper", bold5000_dir=other.folder,

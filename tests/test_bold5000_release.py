@@ -208,6 +208,14 @@ def dog_rdms(paths):
     return calc_rdms_from_patterns(feats, [p.name for p in paths], descriptor="layer")
 
 
+def coarse_first(paths):
+    """Another network: the RDMs of :func:`dog_rdms` with the layers' order reversed."""
+    rdms = dog_rdms(paths)
+    return RDMs(rdms.dissimilarities[::-1].copy(), dissimilarity_measure="euclidean",
+                rdm_descriptors={"layer": list(rdms.rdm_descriptors["layer"])},
+                pattern_descriptors=dict(rdms.pattern_descriptors))
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     base = tmp_path_factory.mktemp("release")
@@ -338,12 +346,21 @@ def test_obtain_release_generates_once_and_names_a_missing_image(tmp_path, gener
     assert sorted(first.rois) == ["CSI1", "CSI2", "CSI3"]
     assert all(p.is_file() for p in first.images) and len(first.images) == 30
     assert first.overlap.n_common == first.truth["common_images"]
+    assert first.reuse == ("new", "nothing there")
     again = obtain_bold5000_release("synthetic", "t", **kw)
-    assert not again.generated
+    assert not again.generated and again.reuse == ("reuse", "same parameters")
     for s in first.rois:
         np.testing.assert_array_equal(first.rois[s].dissimilarities,
                                       again.rois[s].dissimilarities)
-    assert obtain_bold5000_release("synthetic", "t", **{**kw, "seed": 3}).generated
+    other = obtain_bold5000_release("synthetic", "t", **{**kw, "seed": 3})
+    assert other.generated and other.reuse == ("stale", "seed: 2 -> 3")
+    # another network (here: the blur levels in reverse order): the hierarchy planted on
+    # the old one would be stale, so the release is planted again on this one
+    net = obtain_bold5000_release("synthetic", "t", **{**kw, "seed": 3,
+                                                        "layer_rdms": coarse_first})
+    assert net.generated and net.reuse[0] == "stale" and "network" in net.reuse[1]
+    assert obtain_bold5000_release("synthetic", "t", **{**kw, "seed": 3, "layer_rdms":
+                                                          coarse_first}).reuse[0] == "reuse"
     # the real path: a copy of a generated release, one image removed
     real = tmp_path / "real"
     shutil.copytree(generated[0], real)

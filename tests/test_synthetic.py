@@ -135,6 +135,31 @@ def test_reuse_and_parameter_mismatch(tmp_path):
     assert read_truth(out)["parameters"]["n_subjects"] == 2
 
 
+def test_obtain_dataset_says_whether_it_reused_and_sees_annotation_contents(tmp_path):
+    """A generated dataset is reused while its parameters and the contents of the
+    annotation files it was labelled from are unchanged; otherwise generated again, saying
+    what changed."""
+    from emolib.datasets import obtain_dataset
+
+    ann = tmp_path / "annotations"
+    generate_annotations(ann, TINY_TIMING.starts[-1] + 2.0 * TINY_TIMING.n_volumes[-1],
+                         seed=3)
+    kw = {"data_dir": tmp_path / "data", "annotations_dir": ann, "timing": TINY_TIMING,
+          "n_subjects": 1, "shape": (12, 12, 10), "classes": ("FEAR", "HAPPINESS", "SADNESS"),
+          "progress": False}
+    assert obtain_dataset("synthetic", "t", **kw).reuse == ("new", "nothing there")
+    assert obtain_dataset("synthetic", "t", **kw).reuse == ("reuse", "same parameters")
+    status, reason = obtain_dataset("synthetic", "t", **{**kw, "seed": 4}).reuse
+    assert status == "stale" and reason == "seed: 0 -> 4"
+    victim = sorted(ann.glob("*.csv"))[1]
+    lines = victim.read_text().splitlines(keepends=True)
+    victim.write_text("".join(lines[:-1]))  # one annotation fewer, same file name
+    status, reason = obtain_dataset("synthetic", "t", **{**kw, "seed": 4}).reuse
+    assert status == "stale" and reason.startswith(f"annotation_files.{victim.name}: ")
+    assert obtain_dataset("bids", "t", bids_dir=tmp_path / "data" / "synthetic" / "t" /
+                          "ds000113", annotations_dir=ann).reuse is None
+
+
 def test_real_annotations_drive_the_labels(tmp_path, real_annotations_dir):
     out = generate_studyforrest(tmp_path / "r", n_subjects=1, shape=(16, 16, 8),
                                 annotations_dir=real_annotations_dir, progress=False)

@@ -6,12 +6,14 @@ data by default and on the real ds000113 by pointing ``bids_dir`` at it.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from emolib.errors import InputDataError
 from emolib.forrest.timing import STUDYFORREST, RunTiming
+from emolib.manifest import describe_changes
 from emolib.paths import SHARED_ANNOTATIONS_DIR, get_data_dir
 from emolib.synthetic.forrest import dataset_folder, generate_studyforrest
 
@@ -38,6 +40,10 @@ class DatasetSource:
         Folder of the generated dataset (holds ``truth/``) for generated data, else ``None``.
     layout : {"bids", "aligned"}
         Layout of ``bids_dir`` (see :func:`emolib.io.bids.scan_runs`).
+    reuse : tuple of (str, str) or None
+        For generated data, what :func:`obtain_dataset` did: ``("reuse", ...)`` (the
+        dataset on disk was generated with the same parameters and annotation contents),
+        ``("new", ...)`` or ``("stale", <what changed>)`` (generated now); None for real data.
     """
 
     bids_dir: Path
@@ -45,6 +51,7 @@ class DatasetSource:
     annotations_real: bool
     truth_dir: Path | None
     layout: str = "bids"
+    reuse: tuple[str, str] | None = None
 
 
 def resolve_annotations_dir(annotations_dir: str | os.PathLike | None) -> Path | None:
@@ -108,11 +115,24 @@ def obtain_dataset(
             raise ValueError("source='bids' needs annotations_dir (the Labs et al. raw/ folder)")
         return DatasetSource(Path(bids_dir).expanduser().resolve(), ann, True, None, layout)
     out = get_data_dir(data_dir) / "synthetic" / profile
+    record = out / "truth" / "generation.json"
+    before = json.loads(record.read_text())["parameters"] if record.is_file() else None
     # the pipeline owns this folder: regenerate it when the parameters changed
     generate_studyforrest(out, timing=timing, annotations_dir=ann,
                           annotation_pattern=annotation_pattern, progress=progress,
                           overwrite="changed", layout=layout, **generator_options)
+    after = json.loads(record.read_text())["parameters"]
+    if before is None:
+        reuse = ("new", "nothing there")
+    elif before == after:
+        reuse = ("reuse", "same parameters")
+    else:
+        reuse = ("stale", "; ".join(describe_changes(before, after)))
+    if progress:
+        print(f"generated dataset {out.name}: " + {
+            "reuse": "reused (same parameters)", "new": "generated",
+            "stale": f"generated again ({reuse[1]})"}[reuse[0]], flush=True)
     data = out / dataset_folder(layout)
     if ann is None:
-        return DatasetSource(data, out / "annotations", False, out, layout)
-    return DatasetSource(data, ann, True, out, layout)
+        return DatasetSource(data, out / "annotations", False, out, layout, reuse)
+    return DatasetSource(data, ann, True, out, layout, reuse)

@@ -61,7 +61,8 @@ from emolib.synthetic.bold5000 import PLANTED_WEIGHTS, TRUTH_FILE, make_image_id
 
 __all__ = [
     "AREA_VOXEL_SCALE", "HRF_PROFILE", "RELEASE_DIR", "generate_bold5000_release",
-    "make_release_images", "make_release_names", "read_bold5000_release_truth",
+    "layer_sketch", "make_release_images", "make_release_names",
+    "read_bold5000_release_truth", "same_sketch",
 ]
 
 #: Folder of the release below ``out_dir`` (``truth.json`` sits beside it).
@@ -161,9 +162,32 @@ def _mds(d: np.ndarray, max_dims: int = 64) -> np.ndarray:
     return v[:, keep] * np.sqrt(w[keep])
 
 
+def layer_sketch(rdms: RDMs, n: int = 64) -> dict:
+    """A small, order-free summary of layer RDMs that tells two networks apart: per layer,
+    ``n`` dissimilarities at fixed positions of the RDM with the patterns sorted by id.
+
+    A generated release records the sketch of the layer RDMs its hierarchy was planted on;
+    :func:`emolib.datasets.obtain_bold5000_release` reuses the release only while the
+    network's RDMs of its images give the same sketch (:func:`same_sketch`)."""
+    ids = sorted(map(str, get_pattern_ids(rdms, PATTERN_KEY).tolist()))
+    d = reorder_patterns(rdms, ids).dissimilarities
+    take = np.unique(np.linspace(0, d.shape[1] - 1, min(n, d.shape[1])).astype(int))
+    return {"layers": [str(v) for v in rdms.rdm_descriptors["layer"]],
+            "values": d[:, take].round(9).tolist()}
+
+
+def same_sketch(a: dict | None, b: dict | None, rtol: float = 1e-4) -> bool:
+    """Whether two :func:`layer_sketch` results describe the same network (equal layers,
+    values equal to ``rtol``: recomputing the same RDMs elsewhere changes the last digits)."""
+    if not a or not b or a.get("layers") != b.get("layers"):
+        return False
+    va, vb = np.asarray(a["values"], float), np.asarray(b["values"], float)
+    return va.shape == vb.shape and bool(np.allclose(va, vb, rtol=rtol, atol=1e-8))
+
+
 def _layer_squares(
     layer_rdms: LayerRdms, paths: list[Path], names: list[str], n_weights: int
-) -> tuple[list[str], list[np.ndarray]]:
+) -> tuple[list[str], list[np.ndarray], dict]:
     rdms = layer_rdms(list(paths))
     if not isinstance(rdms, RDMs) or "layer" not in rdms.rdm_descriptors:
         raise ValueError("layer_rdms must return rsatoolbox RDMs with an rdm descriptor 'layer'")
@@ -173,9 +197,10 @@ def _layer_squares(
     if rdms.n_rdm != n_weights:
         raise ValueError(f"layer_rdms returned {rdms.n_rdm} RDMs; the planted weights have "
                          f"{n_weights} per area (pass weights= to change them)")
+    sketch = layer_sketch(rdms)
     rdms = reorder_patterns(rdms, names)
     layers = [str(v) for v in rdms.rdm_descriptors["layer"]]
-    return layers, [_scaled_square(v) for v in rdms.dissimilarities]
+    return layers, [_scaled_square(v) for v in rdms.dissimilarities], sketch
 
 
 def _random_square(rng: np.random.Generator, n: int, n_features: int = 32) -> np.ndarray:
@@ -302,7 +327,7 @@ def generate_bold5000_release(
         for p, img in zip(paths, pixels, strict=True):
             p.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(p, format="JPEG", quality=95)
-        layers, squares = _layer_squares(layer_rdms, paths, names,
+        layers, squares, sketch = _layer_squares(layer_rdms, paths, names,
                                          len(next(iter(weights.values()))))
         shared = {a: _random_square(rng, n_images) for a in ROI_AREAS}
         coords, target_corr = {}, {}
@@ -375,7 +400,7 @@ def generate_bold5000_release(
             "n_voxels": int(n_voxels), "image_size": int(image_size),
             "hrf_profile": dict(zip(RELEASE_TRS[:5], HRF_PROFILE, strict=True)),
             "tr34": "mean of TR3 and TR4", "release_dir": RELEASE_DIR,
-            "layers": layers,
+            "layers": layers, "layer_sketch": sketch,
             "weights": {roi: {layer: 0.0 if null else float(w) for layer, w in
                               zip(layers, weights[roi_area(roi)], strict=True)} for roi in ROIS},
             "best_layer": best,

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 from nilearn.glm.first_level import compute_regressor
 from tqdm.auto import tqdm
 
@@ -44,6 +43,7 @@ from emolib.forrest.labels import consensus_labels, select_classes
 from emolib.forrest.timing import STUDYFORREST, RunTiming
 from emolib.io.annotations import COLUMNS, read_observers
 from emolib.io.bids import BIDS_LAYOUTS, STUDYFORREST_SUBJECTS, bold_path
+from emolib.manifest import sha256_file
 from emolib.paths import atomic_output_dir
 from emolib.synthetic.native import (
     brain_mask,
@@ -61,9 +61,8 @@ from emolib.synthetic.scenes import (
 )
 
 __all__ = [
-    "DEFAULT_CLASSES", "VOXEL_SIZE", "affine_for", "brain_mask", "dataset_folder", "find_truth",
-    "class_regressors", "generate_annotations", "generate_studyforrest", "plant_regions",
-    "read_truth",
+    "DEFAULT_CLASSES", "VOXEL_SIZE", "affine_for", "brain_mask", "class_regressors",
+    "dataset_folder", "generate_annotations", "generate_studyforrest", "plant_regions",
 ]
 
 #: Voxel size (mm) of ds000113 ``ses-movie`` BOLD images.
@@ -312,8 +311,9 @@ def generate_studyforrest(
         Seed of everything random.
     overwrite : bool or "changed", default=False
         ``True`` replaces an existing ``out_dir``. Otherwise an existing complete dataset with
-        the same parameters is reused; one with other parameters is an error, or, with
-        ``"changed"``, is replaced (for folders the pipeline owns).
+        the same parameters (for given annotation files, the same file contents too: their
+        SHA-256 is one of the parameters) is reused; one with other parameters is an error,
+        or, with ``"changed"``, is replaced (for folders the pipeline owns).
     progress : bool, default=True
         Show a progress bar.
 
@@ -338,6 +338,8 @@ def generate_studyforrest(
                    "tr": timing.tr},
         "annotations_dir": None if annotations_dir is None else str(Path(annotations_dir)),
         "annotation_pattern": annotation_pattern, "label_mode": label_mode,
+        "annotation_files": None if annotations_dir is None else {  # their contents as well
+            f.name: sha256_file(f) for f in sorted(Path(annotations_dir).glob(annotation_pattern))},
         "classes": None if classes is None else list(classes), "effect_size": effect_size,
         "noise": noise, "region_radius": region_radius, "null": null,
         "scene_size": scene_size,
@@ -518,83 +520,3 @@ def generate_studyforrest(
         }
         (tmp / "truth" / "generation.json").write_text(json.dumps(truth, indent=2))
     return out_dir
-
-
-def read_truth(out_dir: str | os.PathLike) -> dict:
-    """Read the truth written beside a generated dataset: parameters and region masks.
-
-    Returns
-    -------
-    dict
-        The contents of ``truth/generation.json`` plus ``timing`` (:class:`RunTiming`),
-        ``scenes`` (onset and duration of each scene of the scene signal) and
-        ``template_scene_envelope`` (:func:`scene_envelope`) when the dataset has them,
-        ``template_regions`` and ``template_brain_mask`` (boolean arrays on the template grid
-        the brain was planted in), ``by_subject`` (subject -> ``affine``, ``brain_mask``,
-        ``regions`` in that subject's own grid, that of its runs 1-4) and ``regions`` and
-        ``brain_mask`` in voxel space: where a region (the brain) lies in *any* subject's
-        grid. That union is what a group map of unaligned native-space data, averaged voxel
-        by voxel over subjects as the original did, can find.
-    """
-    out_dir = Path(out_dir)
-    truth = json.loads((out_dir / "truth" / "generation.json").read_text())
-
-    def _mask(path: Path) -> np.ndarray:
-        return np.asanyarray(nib.load(path).dataobj).astype(bool)
-
-    truth["template_brain_mask"] = _mask(out_dir / "truth" / "brain_mask.nii.gz")
-    truth["template_regions"] = {c: _mask(out_dir / "truth" / f"region-{c}_mask.nii.gz")
-                                 for c in truth["classes"]}
-    if (out_dir / "truth" / "scenes.tsv").is_file():
-        truth["scenes"] = pd.read_csv(out_dir / "truth" / "scenes.tsv", sep="\t")
-        truth["template_scene_envelope"] = np.asanyarray(
-            nib.load(out_dir / "truth" / "scene_envelope.nii.gz").dataobj).astype(float)
-    truth["by_subject"] = {}
-    for sub in truth["subjects"]:
-        folder = out_dir / "truth" / f"sub-{sub}"
-        if folder.is_dir():
-            img = nib.load(folder / "brain_mask.nii.gz")
-            truth["by_subject"][sub] = {
-                "affine": img.affine, "brain_mask": np.asanyarray(img.dataobj).astype(bool),
-                "regions": {c: _mask(folder / f"region-{c}_mask.nii.gz")
-                            for c in truth["classes"]},
-            }
-    subs = list(truth["by_subject"].values())
-    if subs:
-        truth["brain_mask"] = np.logical_or.reduce([s["brain_mask"] for s in subs])
-        truth["regions"] = {c: np.logical_or.reduce([s["regions"][c] for s in subs])
-                            for c in truth["classes"]}
-    else:
-        truth["brain_mask"] = truth["template_brain_mask"]
-        truth["regions"] = truth["template_regions"]
-    tm = truth["parameters"]["timing"]
-    truth["timing"] = RunTiming(tuple(tm["starts"]), tuple(tm["n_volumes"]), tm["tr"])
-    return truth
-
-
-def find_truth(bids_dir: str | os.PathLike | None, shape=None) -> dict | None:
-    """The truth of the generated dataset a BIDS tree belongs to, or ``None`` for real data.
-
-    Parameters
-    ----------
-    bids_dir : str or path-like, optional
-        The BIDS folder the data were prepared from (``prepared.manifest["parameters"]
-        ["bids_dir"]``); a generated dataset keeps ``truth/generation.json`` in its parent.
-    shape : sequence of int, optional
-        The data's grid; a truth on another grid raises ``ValueError``.
-
-    Returns
-    -------
-    dict or None
-        :func:`read_truth` of the dataset, ``None`` when there is no truth.
-    """
-    if not bids_dir:
-        return None
-    folder = Path(bids_dir).parent
-    if not (folder / "truth" / "generation.json").is_file():
-        return None
-    truth = read_truth(folder)
-    if shape is not None and tuple(truth["brain_mask"].shape) != tuple(shape):
-        raise ValueError(f"the truth in {folder} has grid {truth['brain_mask'].shape}, the "
-                         f"data {tuple(shape)}")
-    return truth
