@@ -94,7 +94,7 @@ from emolib.forrest import (
     load_prepared,
     make_rois,
 )
-from emolib.manifest import sha256_file, write_manifest
+from emolib.manifest import sha256_file, start_stage, write_manifest
 from emolib.models import load_trained, resolve_device
 from emolib.paths import get_derived_dir
 from emolib.plots import (
@@ -427,7 +427,7 @@ else:
 # table and the patterns are written as CSV files beside a manifest.
 
 # %%
-out_dir = get_derived_dir("04_rsa", profile, data_dir)
+out_dir = start_stage(get_derived_dir("04_rsa", profile, data_dir))  # manifest: last
 original = pd.DataFrame([{"layer": "pool", "method": method, "r": mantel.statistic,
                           "mantel_p": mantel.p_value, "exact": mantel.exact,
                           "permutations": len(mantel.null_distribution)}])
@@ -456,5 +456,5 @@ manifest_path = write_manifest(
              "n_significant": int(results["significant"].sum()),
              "planted_above_parcels": above, "planted_below_parcels": below},
 )
-pd.Series({"folder": str(out_dir),
+pd.Series({"folder": f"derived/{profile}/04_rsa",
            "files": ", ".join(sorted(p.name for p in out_dir.iterdir()))}).to_frame("value")

@@ -119,7 +119,7 @@ from emolib.bold5000 import (
 )
 from emolib.datasets import obtain_bold5000, obtain_bold5000_release
 from emolib.io import Bold5000RDMs, common_images, select_images
-from emolib.manifest import sha256_file, write_manifest
+from emolib.manifest import sha256_file, start_stage, write_manifest
 from emolib.paths import get_derived_dir
 from emolib.plots import (
     configure_plotly,
@@ -133,7 +133,8 @@ from emolib.plots import (
 
 configure_plotly()
 pd.set_option("display.max_columns", 20)
-out_dir = get_derived_dir("05_bold5000", profile, data_dir)
+# unfinished until its manifest is written, last
+out_dir = start_stage(get_derived_dir("05_bold5000", profile, data_dir))
 if device is None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -434,7 +435,7 @@ manifest_path = write_manifest(
              "joint_recovered": joint_hits if has_truth else None},
 )
 pd.Series({
-    "folder": str(out_dir),
+    "folder": f"derived/{profile}/05_bold5000",
     "files": ", ".join(sorted(p.name for p in out_dir.iterdir())),
     "images": data.layers.n_cond,
     "input files hashed": len(input_files),

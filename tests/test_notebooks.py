@@ -18,6 +18,7 @@ from emolib.book.runner import (
     NOTEBOOKS_DIR,
     NotebookFailed,
     execute_notebook,
+    notebook_parameters,
     run_profile,
     to_ipynb,
 )
@@ -79,6 +80,61 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path):
     with pytest.raises(NotebookFailed, match=r"notebooks/01_dataprep.py failed in cell \d+"):
         execute_notebook("01_dataprep", {"source": "no-such-source", "data_dir": str(tmp_path)},
                          output_dir=tmp_path, progress=False)
+
+
+KILLED_BOOK = """
+import re, sys, threading, time
+from pathlib import Path
+from emolib.book.runner import execute_notebook, load_profile, notebook_parameters
+
+out, data = Path(sys.argv[1]), sys.argv[2]
+partial = out / ".01_dataprep.partial.ipynb"
+
+
+def watch():  # the cell after prepare_dataset has run: its output is in the notebook
+    while True:
+        if partial.is_file() and re.search(r"Prepared \\*\\*\\d+\\*\\*",
+                                           partial.read_text(errors="ignore")):
+            print("half executed", flush=True)
+            time.sleep(600)
+        time.sleep(0.05)
+
+
+threading.Thread(target=watch, daemon=True).start()
+params = {**notebook_parameters(load_profile("smoke"), "01_dataprep"), "data_dir": data}
+execute_notebook("01_dataprep", params, output_dir=out, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_killed_book_run_leaves_no_half_executed_notebook(tmp_path, smoke_book):
+    """SIGKILL of the runner half way through a notebook: the book folder holds no
+    ``<name>.ipynb`` (the book cannot render a half-executed chapter), and the rerun ends with
+    the files of the uninterrupted smoke run, reusing the stage's finished outputs."""
+    import time
+
+    from emolib.testing import kill_when
+
+    book, data = tmp_path / "book", tmp_path / "data"
+    kill_when(KILLED_BOOK, "half executed", [book, data])
+    time.sleep(2)  # the orphaned kernel sees its parent gone within a second and exits
+    assert not (book / "01_dataprep.ipynb").exists()
+    assert (book / ".01_dataprep.partial.ipynb").exists()
+    params = {**notebook_parameters(SMOKE, "01_dataprep"), "data_dir": str(data)}
+    out = execute_notebook("01_dataprep", params, output_dir=book, progress=False)
+    assert sorted(p.name for p in book.iterdir()) == ["01_dataprep.ipynb"]
+    text = out.read_text()
+    assert "was reused: it was made from the same parameters" in text
+    ref = smoke_book["data"] / "derived" / "smoke" / "01_dataprep"
+    stage = data / "derived" / "smoke" / "01_dataprep"
+    files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*"))
+    assert files == sorted(str(p.relative_to(ref)) for p in ref.rglob("*"))
+    for name in ("volumes.npy", "samples.csv", "labels.csv", "inputs.json"):
+        if name == "inputs.json":  # paths of the two data folders differ
+            a, b = (json.loads((d / name).read_text())["files"] for d in (stage, ref))
+            assert list(a.values()) == list(b.values())
+        else:
+            assert (stage / name).read_bytes() == (ref / name).read_bytes(), name
 
 
 def test_check_parameters_reads_papermill_injected_cell():

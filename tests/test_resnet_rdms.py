@@ -209,6 +209,65 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_inputs, tmp_path, capl
     np.testing.assert_array_equal(done.dissimilarities, whole.dissimilarities)
 
 
+KILLED_STORE = """
+import sys, time
+import numpy as np, torch
+import emolib.rsa.streamed as streamed
+from tests.test_resnet_rdms import TINY_LAYERS, TinyNet
+
+x = torch.from_numpy(np.random.default_rng(1).standard_normal((12, 3, 8, 8))).float()
+where = sys.argv[2]
+
+
+def batches(start):
+    for i, b in enumerate(torch.split(x[start:], 4)):
+        if where == "activations" and start == 0 and i == 2:  # 8 of 12 images stored
+            print("killed here", flush=True)
+            time.sleep(600)
+        yield b
+
+
+write = streamed._write_json
+
+
+def write_then_die(path, state):
+    write(path, state)
+    if where == "rdms" and len(state.get("rdms_done", [])) == 1:  # first RDM stored
+        print("killed here", flush=True)
+        time.sleep(600)
+
+
+streamed._write_json = write_then_die
+streamed.calc_rdms_streamed(TinyNet(), batches, [f"s{i}" for i in range(12)], TINY_LAYERS,
+                            store_dir=sys.argv[1], backend="hooks", progress=False)
+"""
+
+
+@pytest.mark.parametrize("where", ["activations", "rdms"])
+def test_sigkill_and_resume_equals_an_uninterrupted_run(tiny_inputs, tmp_path, caplog, where):
+    """A real SIGKILL (no exception handling, no clean-up) while activations are streamed
+    or while the RDMs are computed: the rerun resumes and ends with the uninterrupted
+    run's RDMs and the same store files."""
+    from emolib.testing import kill_when
+
+    whole = _tiny(tiny_inputs, tmp_path / "whole")
+    store = tmp_path / "store"
+    kill_when(KILLED_STORE, "killed here", [store, where])
+    progress = json.loads((store / PROGRESS_FILE).read_text())
+    assert progress["n_done"] == (8 if where == "activations" else 12)
+    with caplog.at_level(logging.INFO, logger="emolib.rsa.streamed"):
+        resumed = _tiny(tiny_inputs, store)
+    if where == "activations":
+        assert "resuming, 8 of 12" in caplog.text
+    np.testing.assert_array_equal(resumed.dissimilarities, whole.dissimilarities)
+    names = sorted(p.name for p in store.iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    for name in names:
+        if name.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(store / name),
+                                          np.load(tmp_path / "whole" / name), err_msg=name)
+
+
 Change = namedtuple("Change", "what kw")
 
 

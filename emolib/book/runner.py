@@ -108,6 +108,12 @@ def execute_notebook(
 ) -> Path:
     """Execute ``notebooks/<name>.py`` with ``parameters`` into ``<output_dir>/<name>.ipynb``.
 
+    Papermill writes the notebook as it runs, cell after cell, into a hidden
+    ``.<name>.partial.ipynb``; only a notebook that ran to its end replaces ``<name>.ipynb``
+    (atomically). A killed or failed run therefore never leaves a half-executed notebook
+    where the book reads one: the earlier complete one, if any, stays. A failed run's
+    notebook, with its traceback, is kept as ``<name>.failed.ipynb``.
+
     Raises
     ------
     NotebookFailed
@@ -118,22 +124,27 @@ def execute_notebook(
         raise FileNotFoundError(f"{source} does not exist")
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / f"{name}.ipynb"
+    partial = output_dir / f".{name}.partial.ipynb"
+    failed = output_dir / f"{name}.failed.ipynb"
     tmp_in = output_dir / f".{name}.input.ipynb"
     nbformat.write(to_ipynb(source), tmp_in)
     try:
         pm.execute_notebook(
-            str(tmp_in), str(out), parameters=parameters, kernel_name=KERNEL,
+            str(tmp_in), str(partial), parameters=parameters, kernel_name=KERNEL,
             progress_bar=progress, cwd=str(REPO_ROOT), execution_timeout=timeout,
         )
     except pm.PapermillExecutionError as err:
+        partial.replace(failed)
         raise NotebookFailed(
             f"{source.relative_to(REPO_ROOT)} failed in cell {err.exec_count} "
             f"(cell index {err.cell_index}): {err.ename}: {err.evalue}\n"
-            f"The executed notebook with the traceback is {out}"
+            f"The executed notebook with the traceback is {failed}"
         ) from None
     finally:
         tmp_in.unlink(missing_ok=True)
-    effective = present_parameters(out)
+    effective = present_parameters(partial)
+    partial.replace(out)
+    failed.unlink(missing_ok=True)
     record_parameters(name, effective)
     return out
 
@@ -148,7 +159,9 @@ def record_parameters(name: str, parameters: dict) -> Path | None:
         return None
     folder = get_derived_dir(name, str(parameters["profile"]), parameters.get("data_dir"))
     path = folder / "parameters.json"
-    path.write_text(json.dumps(jsonable(parameters), indent=2))
+    tmp = folder / ".parameters.json.tmp"
+    tmp.write_text(json.dumps(jsonable(parameters), indent=2))
+    tmp.replace(path)
     return path
 
 
