@@ -72,22 +72,27 @@ def get_derived_dir(
 
 
 @contextmanager
-def atomic_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
+def atomic_output_dir(out_dir: str | os.PathLike, keep_partial: bool = False
+                      ) -> Iterator[Path]:
     """Write a folder all at once: nothing half-written is ever left at ``out_dir``.
 
-    Yields ``<out_dir>.partial`` (emptied first) to write into. When the block ends normally
-    that folder replaces ``out_dir``; when it raises, it is deleted and ``out_dir`` is left
-    as it was.
+    Yields ``<out_dir>.partial`` to write into. When the block ends normally that folder
+    replaces ``out_dir``; when it raises, ``out_dir`` is left as it was. The partial folder is
+    emptied first and deleted when the block raises. With ``keep_partial`` an existing one is
+    handed over as it is (for the caller to resume from what it can check), and an
+    interrupted block (``KeyboardInterrupt``; a kill cannot be caught anyway) keeps it for
+    the next run; an error still deletes it.
     """
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".partial")
-    if tmp.exists():
+    if tmp.exists() and not keep_partial:
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp.mkdir(parents=True, exist_ok=True)
     try:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        if not (keep_partial and isinstance(err, KeyboardInterrupt)):
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -319,8 +319,8 @@ real, calls = dp.decode_bold, []
 
 def slow(*args, **kwargs):
     calls.append(1)
-    if len(calls) == 4:  # runs 1-3 are read and written into the partial folder
-        print("fourth run", flush=True)
+    if len(calls) == int(sys.argv[3]):  # the runs before are read (one is read ahead)
+        print("killed here", flush=True)
         time.sleep(600)
     return real(*args, **kwargs)
 
@@ -339,6 +339,10 @@ def _same_outputs(a, b):
         if rel.name == "manifest.json":  # differs only in its time stamp and paths
             ma, mb = (json.loads((root / rel).read_text()) for root in (a, b))
             assert ma["outputs"] == mb["outputs"] and ma["inputs"] == mb["inputs"]
+        elif rel.name == "input_files.json":  # with the mtimes the files had when read
+            fa, fb = (json.loads((root / rel).read_text()) for root in (a, b))
+            assert {k: v["sha256"] for k, v in fa.items()} == {
+                k: v["sha256"] for k, v in fb.items()}
         else:
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
@@ -351,15 +355,50 @@ def test_killed_preparation_leaves_nothing_mistaken_for_complete(tiny_dataset, t
 
     reference = prepare(tiny_dataset, tmp_path / "reference", standardize="run").folder
     out = tmp_path / "prep"
-    kill_when(KILLED_PREP, "fourth run", [tiny_dataset, out])
+    kill_when(KILLED_PREP, "killed here", [tiny_dataset, out, 4])
     assert not out.exists()
     with pytest.raises(FileNotFoundError):
         load_prepared(out)
     # an earlier, complete output with other parameters survives a killed replacement
     old = prepare(tiny_dataset, out, n_per_class=8).manifest
-    kill_when(KILLED_PREP, "fourth run", [tiny_dataset, out])
+    kill_when(KILLED_PREP, "killed here", [tiny_dataset, out, 4])
     assert load_prepared(out).manifest == old
     prepare(tiny_dataset, out, standardize="run")
+    _same_outputs(out, reference)
+
+
+def test_killed_preparation_resumes_after_its_finished_subjects(tiny_dataset, tmp_path,
+                                                                capsys):
+    """Killed while reading the second subject (the fifth run is read once the first
+    subject's three are done and recorded): the rerun redoes only the second subject and
+    ends with the files of an uninterrupted run; a finished subject whose run file changed
+    since is redone as well."""
+    import os
+    import shutil
+
+    from emolib.testing import kill_when
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)  # a file is touched below
+    reference = prepare(data, tmp_path / "reference", standardize="run").folder
+    out, partial = tmp_path / "prep", tmp_path / "prep.partial"
+    kill_when(KILLED_PREP, "killed here", [data, out, 5])
+    assert not out.exists()
+    assert list(json.loads((partial / "progress.json").read_text())["subjects"]) == ["01"]
+    capsys.readouterr()
+    prepare(data, out, standardize="run", progress=True)
+    assert "resuming an interrupted preparation: 1 of 2 subjects already done" in (
+        capsys.readouterr().out)
+    _same_outputs(out, reference)
+    assert not partial.exists()
+
+    shutil.rmtree(out)
+    kill_when(KILLED_PREP, "killed here", [data, out, 5])
+    run = sorted((data / "ds000113" / "sub-01").rglob("*_bold.nii.gz"))[0]
+    st = run.stat()
+    os.utime(run, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    prepare(data, out, standardize="run", progress=True)
+    assert "resuming" not in capsys.readouterr().out  # sub-01 changed: nothing to resume
     _same_outputs(out, reference)
 
 

@@ -12,7 +12,6 @@ After decoding: :mod:`~emolib.forrest.rois` (planted regions, parcels or an atla
 
 from emolib.forrest.dataprep import (
     PreparedData,
-    label_volumes,
     load_prepared,
     prepare_dataset,
     summarize_inputs,
@@ -36,7 +35,7 @@ from emolib.forrest.patterns import (
 from emolib.forrest.rois import RoiSet, load_atlas, make_rois, masks_from_labels, parcellate_mask
 from emolib.forrest.splits import Split, guard, make_splits, removal_table
 from emolib.forrest.standardize import zscore_volumes, zscore_voxels
-from emolib.forrest.timing import STUDYFORREST, RunTiming
+from emolib.forrest.timing import STUDYFORREST, RunTiming, label_volumes
 
 __all__ = [
     "HRF_SPAN_S", "STUDYFORREST", "LeakReport", "LeakageError", "PreparedData", "RoiSet",

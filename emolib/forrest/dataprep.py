@@ -24,16 +24,21 @@ as the original project's did; voxel ``(i, j, k)`` is a different piece of brain
 subject. The aligned derivative (``layout="aligned"``) aligns each subject's runs to that
 subject's own template, still not subjects to each other.
 
-Everything is written into a temporary folder that is renamed into place at the end: a
-failure (or a kill) leaves no half-written output. A folder made from the same parameters and
-input contents is reused (:attr:`PreparedData.reuse` says so); a file whose size and
-modification time are unchanged is not read again to tell (:func:`emolib.manifest.file_digests`).
+Everything is written into ``<out_dir>.partial``, renamed into place at the end: a failure
+or a kill leaves no half-written output. An error deletes the partial folder; a kill or an
+interrupt (Ctrl-C) leaves it, with a record of each subject it finished, and a rerun with the
+same parameters resumes there, redoing only the subjects not finished (or whose run files
+changed size or modification time since). A folder made from
+the same parameters and input contents is reused (:attr:`PreparedData.reuse` says so); a
+file whose size and modification time are unchanged is not read again to tell
+(:func:`emolib.manifest.file_digests`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,7 +52,7 @@ from tqdm.auto import tqdm
 from emolib.errors import InputDataError
 from emolib.forrest.labels import consensus_labels, select_classes
 from emolib.forrest.standardize import zscore_volumes, zscore_voxels
-from emolib.forrest.timing import STUDYFORREST, RunTiming
+from emolib.forrest.timing import STUDYFORREST, RunTiming, label_volumes
 from emolib.io.annotations import read_observers
 from emolib.io.bids import (
     affine_shift_mm,
@@ -144,31 +149,6 @@ class PreparedData:
         return self.samples["y"].to_numpy()
 
 
-def label_volumes(
-    timing: RunTiming, labels: pd.DataFrame, selected: pd.DataFrame, hrf_lag: float = 4.0,
-    label_step: float = 2.0,
-) -> pd.DataFrame:
-    """Label every volume of one subject's runs from the consensus labels.
-
-    A volume gets the label of the grid step that holds its stimulus time (movie time minus
-    ``hrf_lag``); it is ``selected`` when that step is among the selected (class-filtered and
-    balanced) steps.
-
-    Returns
-    -------
-    pandas.DataFrame
-        :meth:`RunTiming.volume_table` plus ``label`` and ``selected``.
-    """
-    table = timing.volume_table(hrf_lag=hrf_lag, label_tr=label_step)
-    grid = labels.set_index("tr")["label"]
-    in_grid = (table["label_tr"] >= 0) & (table["label_tr"] < len(grid))
-    lab = pd.Series(pd.NA, index=table.index, dtype="string")
-    lab[in_grid] = grid.reindex(table.loc[in_grid, "label_tr"]).to_numpy()
-    table["label"] = lab
-    table["selected"] = table["label_tr"].isin(set(selected["tr"])) & table["label"].notna()
-    return table
-
-
 def _read_mask(mask: str | os.PathLike, subject: str, shape: tuple[int, ...],
                affine: np.ndarray, tolerance: float) -> np.ndarray:
     """One subject's mask from a path (``{subject}`` in it is replaced), checked on its grid."""
@@ -194,6 +174,32 @@ def _read_raw(path: Path) -> tuple[bytes, dict]:
     st = os.stat(path)
     raw = path.read_bytes()
     return raw, {"sha256": sha256_bytes(raw), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+#: Record of the finished subjects in ``<out_dir>.partial`` (removed before the rename).
+_PROGRESS = "progress.json"
+
+
+def _finished_subjects(tmp: Path, key: str, infos: dict, n_rows: int, shape) -> dict:
+    """Subjects an interrupted run finished in the partial folder ``tmp`` (for the same
+    ``key``), with the records of their run files; those whose files changed are left out."""
+    try:
+        state = json.loads((tmp / _PROGRESS).read_text())
+        vol = np.load(tmp / "volumes.npy", mmap_mode="r")
+        same = state.get("key") == key and vol.shape == (n_rows, *shape)
+        del vol
+    except (OSError, ValueError):
+        return {}
+    done = {}
+    for sub, records in state.get("subjects", {}).items() if same else ():
+        paths = [str(i.path) for i in infos.get(sub, [])]
+        stats = [os.stat(p) if os.path.exists(p) else None for p in paths]
+        if sorted(records) == sorted(paths) and all(
+            st is not None and (records[p]["size"], records[p]["mtime_ns"]) ==
+            (st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats, strict=True)
+        ) and all((tmp / f"{kind}_sub-{sub}.nii.gz").is_file() for kind in ("mean", "mask")):
+            done[sub] = records
+    return done
 
 
 def _check_reuse(out_dir: Path, params: dict, files: list[Path], reuse: bool
@@ -414,19 +420,37 @@ def prepare_dataset(
         prepared.reuse = (status, reason)
         return prepared
 
-    with atomic_output_dir(out_dir) as tmp:
+    with atomic_output_dir(out_dir, keep_partial=True) as tmp:
+        # an interrupted run with the same job left finished subjects: resume after them
+        key = fingerprint({"format": 1, "parameters": params, "shape": shape,
+                           "samples": sha256_bytes(samples.to_csv(index=False).encode())})
+        done = _finished_subjects(tmp, key, infos, len(samples), shape)
+        if not done:
+            shutil.rmtree(tmp)
+            tmp.mkdir()
+        elif progress:
+            print(f"resuming an interrupted preparation: {len(done)} of {len(subs)} subjects "
+                  "already done", flush=True)
+        state = {"key": key, "subjects": done}
         # masks: one per subject (native space), from a file or from its first run below
         if mask is None:
             mask_arrs = {sub: None for sub in infos}
+        for sub, records in done.items():
+            digests.update(records)
+            if sub not in mask_arrs:  # "epi", computed by the interrupted run
+                mask_arrs[sub] = np.asanyarray(nib.load(tmp / f"mask_sub-{sub}.nii.gz").dataobj
+                                               ).astype(bool)
 
         # 5. volumes: read run r+1 (I/O, inflate) while z-scoring run r
-        volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="w+", dtype=np.float32,
-                                            shape=(len(samples), *shape))
+        volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="r+" if done else "w+",
+                                            dtype=np.float32, shape=(len(samples), *shape))
         rows = samples.groupby(["subject", "run"]).indices
         jobs = [(sub, run, info) for sub in subs
                 for run, info in zip(runs.loc[runs["subject"] == sub, "run"], infos[sub],
                                      strict=True)]
-        bar = tqdm(total=len(jobs), desc="preparing runs", unit="run", disable=not progress)
+        todo = [job for job in jobs if job[0] not in done]
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="preparing runs",
+                   unit="run", disable=not progress)
 
         def load(job):
             sub, run, info = job
@@ -434,12 +458,12 @@ def prepare_dataset(
             return decode_bold(info.path, raw, info), digest
 
         with ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(load, jobs[0])
+            future = pool.submit(load, todo[0]) if todo else None
             mean_acc = None
-            for j, (sub, run, info) in enumerate(jobs):
+            for j, (sub, run, info) in enumerate(todo):
                 data, digest = future.result()
-                if j + 1 < len(jobs):
-                    future = pool.submit(load, jobs[j + 1])
+                if j + 1 < len(todo):
+                    future = pool.submit(load, todo[j + 1])
                 digests[str(info.path)] = digest
                 if sub not in mask_arrs:  # "epi": from the subject's first run
                     from nilearn.masking import compute_epi_mask
@@ -464,7 +488,7 @@ def prepare_dataset(
                         for a in range(0, len(idx), 64):
                             volumes[idx[a:a + 64]] = zscore_volumes(data[..., vols[a:a + 64]],
                                                                     mask_arr)
-                if j + 1 == len(jobs) or jobs[j + 1][0] != sub:
+                if j + 1 == len(todo) or todo[j + 1][0] != sub:  # the subject is finished
                     n_vol = sum(i.shape[3] for i in infos[sub])
                     mean_img = nib.Nifti1Image((mean_acc / n_vol).astype(np.float32),
                                                affines[sub])
@@ -473,6 +497,11 @@ def prepare_dataset(
                     nib.save(nib.Nifti1Image(sub_mask.astype(np.uint8), affines[sub]),
                              tmp / f"mask_sub-{sub}.nii.gz")
                     mean_acc = None
+                    volumes.flush()  # its rows on disk before the record says so
+                    state["subjects"][sub] = {str(i.path): digests[str(i.path)]
+                                              for i in infos[sub]}
+                    (tmp / f".{_PROGRESS}.tmp").write_text(json.dumps(state))
+                    os.replace(tmp / f".{_PROGRESS}.tmp", tmp / _PROGRESS)
                 del data
                 bar.update()
         bar.close()
@@ -512,6 +541,7 @@ def prepare_dataset(
         })
         write_inputs(tmp, {"parameters": params, "files": hashes})
         (tmp / FILES_FILE).write_text(json.dumps(digests, indent=1))
+        (tmp / _PROGRESS).unlink(missing_ok=True)
     prepared = load_prepared(out_dir)
     prepared.reuse = (status, reason)
     return prepared
@@ -537,14 +567,6 @@ def load_prepared(folder: str | os.PathLike) -> PreparedData:
                         manifest, affines)
 
 
-def timing_from_dict(spec: dict | None) -> RunTiming:
-    """A :class:`RunTiming` from ``{"starts": ..., "n_volumes": ..., "tr": ...}``
-    (``None`` gives the real StudyForrest timing)."""
-    if spec is None:
-        return STUDYFORREST
-    return RunTiming(tuple(spec["starts"]), tuple(spec["n_volumes"]), spec.get("tr", 2.0))
-
-
 def summarize_inputs(prepared: PreparedData) -> pd.DataFrame:
     """One row per BOLD run of a prepared dataset: what its header said, and its hash.
 
@@ -559,6 +581,5 @@ def summarize_inputs(prepared: PreparedData) -> pd.DataFrame:
 
 
 __all__ = [
-    "PreparedData", "label_volumes", "load_prepared", "prepare_dataset", "summarize_inputs",
-    "timing_from_dict",
+    "PreparedData", "load_prepared", "prepare_dataset", "summarize_inputs",
 ]

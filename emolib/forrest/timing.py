@@ -21,7 +21,7 @@ import pandas as pd
 
 __all__ = [
     "RunTiming", "STUDYFORREST", "STUDYFORREST_RUN_STARTS", "STUDYFORREST_TR",
-    "STUDYFORREST_VOLUMES",
+    "STUDYFORREST_VOLUMES", "label_volumes",
 ]
 
 #: Movie time (s) at which each of the 8 runs of ds000113 ``ses-movie`` starts.
@@ -166,3 +166,28 @@ class RunTiming:
 
 #: The timing of the real ds000113 ``ses-movie`` acquisition.
 STUDYFORREST = RunTiming()
+
+
+def label_volumes(
+    timing: RunTiming, labels: pd.DataFrame, selected: pd.DataFrame, hrf_lag: float = 4.0,
+    label_step: float = 2.0,
+) -> pd.DataFrame:
+    """Label every volume of one subject's runs from the consensus labels.
+
+    A volume gets the label of the grid step that holds its stimulus time (movie time minus
+    ``hrf_lag``); it is ``selected`` when that step is among the selected (class-filtered and
+    balanced) steps.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :meth:`RunTiming.volume_table` plus ``label`` and ``selected``.
+    """
+    table = timing.volume_table(hrf_lag=hrf_lag, label_tr=label_step)
+    grid = labels.set_index("tr")["label"]
+    in_grid = (table["label_tr"] >= 0) & (table["label_tr"] < len(grid))
+    lab = pd.Series(pd.NA, index=table.index, dtype="string")
+    lab[in_grid] = grid.reindex(table.loc[in_grid, "label_tr"]).to_numpy()
+    table["label"] = lab
+    table["selected"] = table["label_tr"].isin(set(selected["tr"])) & table["label"].notna()
+    return table
