@@ -20,7 +20,7 @@ import numpy as np
 __all__ = [
     "FILES_FILE", "INPUTS_FILE", "TRACKED_PACKAGES", "describe_changes", "file_digests",
     "fingerprint", "jsonable", "package_versions", "read_manifest", "reuse_status",
-    "sha256_bytes", "sha256_file", "start_stage", "write_inputs", "write_manifest",
+    "sha256_bytes", "sha256_file", "start_stage", "write_inputs", "write_json", "write_manifest",
 ]
 
 #: File beside a reusable output that records what it was made from (see reuse_status).
@@ -76,6 +76,20 @@ def jsonable(obj):
     return obj
 
 
+def write_json(path: str | os.PathLike, obj, **dumps) -> Path:
+    """Write ``obj`` as JSON at ``path`` atomically: into a hidden file beside it, flushed to
+    disk, then renamed into place, so that a reader (or a run after a kill) finds the old
+    file or the new one, never half of one. ``dumps`` go to :func:`json.dumps`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(obj, **dumps))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def write_manifest(
     folder: str | os.PathLike,
     stage: str,
@@ -112,11 +126,7 @@ def write_manifest(
         "versions": package_versions(),
         "platform": {"system": platform.platform(), "executable": sys.executable},
     }
-    path = Path(folder) / "manifest.json"
-    tmp = path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, path)  # complete or absent, never half-written
-    return path
+    return write_json(Path(folder) / "manifest.json", manifest, indent=2)
 
 
 def start_stage(folder: str | os.PathLike) -> Path:
@@ -206,12 +216,9 @@ def reuse_status(folder: str | os.PathLike, inputs: dict, done: str | None = Non
 
 def write_inputs(folder: str | os.PathLike, inputs: dict) -> Path:
     """Record what the outputs in ``folder`` are made from (read by :func:`reuse_status`)."""
-    path = Path(folder) / INPUTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(jsonable(inputs), indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return write_json(Path(folder) / INPUTS_FILE, jsonable(inputs), indent=1, sort_keys=True,
+                      default=str)
 
 
 def file_digests(paths, known: dict | None = None) -> dict[str, dict]:

@@ -82,9 +82,20 @@ def atomic_output_dir(out_dir: str | os.PathLike, keep_partial: bool = False
     handed over as it is (for the caller to resume from what it can check), and an
     interrupted block (``KeyboardInterrupt``; a kill cannot be caught anyway) keeps it for
     the next run; an error still deletes it.
+
+    The old ``out_dir`` is moved aside (``<out_dir>.old``) before the new one is renamed
+    into place and deleted after: renames are atomic, so a kill at any moment leaves the old
+    folder or the new one at ``out_dir`` (or, between the two renames, the old one beside it,
+    which the next call puts back), never a half-deleted one.
     """
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".partial")
+    old = out_dir.with_name(out_dir.name + ".old")
+    if old.exists():  # a kill during an earlier replacement: the old folder comes back
+        if out_dir.exists():
+            shutil.rmtree(old)
+        else:
+            old.rename(out_dir)
     if tmp.exists() and not keep_partial:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -95,5 +106,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, keep_partial: bool = False
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out_dir.exists():
-        shutil.rmtree(out_dir)
+        out_dir.rename(old)
     tmp.rename(out_dir)
+    if old.exists():
+        shutil.rmtree(old)

@@ -247,8 +247,9 @@ display(Markdown(
     f"{int((samples['overlap_run'] > 0).sum())} of them fall in a run overlap. "
     + ("The folder of an earlier run was reused: it was made from the same parameters and "
        "the same input contents (SHA-256 of every file)." if status == "reuse" else
-       "Computed by this run" + ("." if status == "new" else f" (the earlier folder was "
-                                  f"stale: {reason}).")))
+       f"An interrupted run was resumed ({reason}), the rest computed now." if status ==
+       "resume" else "Computed by this run" + ("." if status == "new" else
+                                               f" (the earlier folder was stale: {reason}).")))
 )
 samples.head()
 

@@ -386,9 +386,10 @@ def test_killed_preparation_resumes_after_its_finished_subjects(tiny_dataset, tm
     assert not out.exists()
     assert list(json.loads((partial / "progress.json").read_text())["subjects"]) == ["01"]
     capsys.readouterr()
-    prepare(data, out, standardize="run", progress=True)
+    resumed = prepare(data, out, standardize="run", progress=True)
     assert "resuming an interrupted preparation: 1 of 2 subjects already done" in (
         capsys.readouterr().out)
+    assert resumed.reuse == ("resume", "1 of 2 subjects were done")
     _same_outputs(out, reference)
     assert not partial.exists()
 
@@ -399,6 +400,11 @@ def test_killed_preparation_resumes_after_its_finished_subjects(tiny_dataset, tm
     os.utime(run, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     prepare(data, out, standardize="run", progress=True)
     assert "resuming" not in capsys.readouterr().out  # sub-01 changed: nothing to resume
+    _same_outputs(out, reference)
+    # reuse=False recomputes everything, an interrupted run's subjects too
+    shutil.rmtree(out)
+    kill_when(KILLED_PREP, "killed here", [data, out, 5])
+    assert prepare(data, out, standardize="run", reuse=False).reuse == ("new", "nothing there")
     _same_outputs(out, reference)
 
 
@@ -413,7 +419,9 @@ def test_prepared_data_is_reused_only_when_made_from_the_same_inputs(tiny_datase
     out = tmp_path / "prep"
     first = prepare(data, out, standardize="run")
     assert first.reuse == ("new", "nothing there")
-    inode = (out / "volumes.npy").stat().st_ino  # a recomputed folder is a new one
+    # a recomputed folder is a new one (``first`` keeps its memory map open, so the inode
+    # number cannot be handed to another file meanwhile)
+    inode = (out / "volumes.npy").stat().st_ino
     again = prepare(data, out, standardize="run")
     assert again.reuse == ("reuse", "same inputs")
     assert (out / "volumes.npy").stat().st_ino == inode
@@ -428,6 +436,9 @@ def test_prepared_data_is_reused_only_when_made_from_the_same_inputs(tiny_datase
     st = run.stat()
     os.utime(run, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert prepare(data, out, standardize="run", seed=1).reuse[0] == "reuse"
+    # ... and its new size and mtime remembered, so the next check only stats it
+    assert json.loads((out / "input_files.json").read_text())[str(run)]["mtime_ns"] == (
+        run.stat().st_mtime_ns)
 
     # the content of one run changed (same grid, same size on disk or not)
     img = nib.load(run)
@@ -447,3 +458,29 @@ def test_prepared_data_is_reused_only_when_made_from_the_same_inputs(tiny_datase
     assert prepare(data, out, standardize="run", seed=1, reuse=False).reuse == (
         "stale", "reuse=False")
     assert (out / "volumes.npy").stat().st_ino != inode
+
+
+def test_atomic_output_dir_never_leaves_a_half_folder(tmp_path):
+    """The old folder is moved aside before the new one is renamed in: a kill between the
+    two renames leaves it beside, and the next call puts it back; an error keeps the old
+    folder, an interrupt with ``keep_partial`` the partial one for the next run."""
+    from emolib.paths import atomic_output_dir
+
+    out, old, partial = tmp_path / "out", tmp_path / "out.old", tmp_path / "out.partial"
+    old.mkdir()
+    (old / "a").write_text("old")  # what a kill between the renames leaves
+    with atomic_output_dir(out) as tmp:
+        assert (out / "a").read_text() == "old"  # back in place while the new one is written
+        (tmp / "b").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["b"] and not old.exists()
+    with pytest.raises(ValueError), atomic_output_dir(out) as tmp:
+        (tmp / "c").write_text("half")
+        raise ValueError("bad input")
+    assert [p.name for p in out.iterdir()] == ["b"] and not partial.exists()
+    with pytest.raises(KeyboardInterrupt), atomic_output_dir(out, keep_partial=True) as tmp:
+        (tmp / "c").write_text("half")
+        raise KeyboardInterrupt
+    assert (partial / "c").read_text() == "half"
+    with atomic_output_dir(out, keep_partial=True) as tmp:
+        assert (tmp / "c").read_text() == "half"  # handed over to resume from
+    assert [p.name for p in out.iterdir()] == ["c"]

@@ -83,7 +83,7 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path):
 
 
 KILLED_BOOK = """
-import re, sys, threading, time
+import os, re, sys, threading, time
 from pathlib import Path
 from emolib.book.runner import execute_notebook, load_profile, notebook_parameters
 
@@ -95,7 +95,7 @@ def watch():  # the cell after prepare_dataset has run: its output is in the not
     while True:
         if partial.is_file() and re.search(r"Prepared \\*\\*\\d+\\*\\*",
                                            partial.read_text(errors="ignore")):
-            print("half executed", flush=True)
+            print(f"half executed by {os.getpid()}", flush=True)
             time.sleep(600)
         time.sleep(0.05)
 
@@ -106,18 +106,39 @@ execute_notebook("01_dataprep", params, output_dir=out, progress=False)
 """
 
 
+def _wait_for_kernels_of(parent: int, timeout: float = 60.0) -> None:
+    """Wait until no kernel started by process ``parent`` (``JPY_PARENT_PID``) is alive: an
+    orphaned kernel notices that its parent is gone and exits by itself."""
+    import time
+    from pathlib import Path
+
+    def alive() -> list[str]:
+        out = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                env = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"JPY_PARENT_PID={parent}".encode() in env:
+                out.append(proc.name)
+        return out
+
+    deadline = time.monotonic() + timeout
+    while (left := alive()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"kernels {left} of the killed run {parent} still run"
+
+
 @pytest.mark.slow
 def test_killed_book_run_leaves_no_half_executed_notebook(tmp_path, smoke_book):
     """SIGKILL of the runner half way through a notebook: the book folder holds no
     ``<name>.ipynb`` (the book cannot render a half-executed chapter), and the rerun ends with
     the files of the uninterrupted smoke run, reusing the stage's finished outputs."""
-    import time
-
     from emolib.testing import kill_when
 
     book, data = tmp_path / "book", tmp_path / "data"
-    kill_when(KILLED_BOOK, "half executed", [book, data])
-    time.sleep(2)  # the orphaned kernel sees its parent gone within a second and exits
+    said = kill_when(KILLED_BOOK, "half executed", [book, data])
+    _wait_for_kernels_of(int(re.search(r"half executed by (\d+)", said).group(1)))
     assert not (book / "01_dataprep.ipynb").exists()
     assert (book / ".01_dataprep.partial.ipynb").exists()
     params = {**notebook_parameters(SMOKE, "01_dataprep"), "data_dir": str(data)}

@@ -227,17 +227,17 @@ def batches(start):
         yield b
 
 
-write = streamed._write_json
+write = streamed.write_json
 
 
-def write_then_die(path, state):
-    write(path, state)
+def write_then_die(path, state, **kw):
+    write(path, state, **kw)
     if where == "rdms" and len(state.get("rdms_done", [])) == 1:  # first RDM stored
         print("killed here", flush=True)
         time.sleep(600)
 
 
-streamed._write_json = write_then_die
+streamed.write_json = write_then_die
 streamed.calc_rdms_streamed(TinyNet(), batches, [f"s{i}" for i in range(12)], TINY_LAYERS,
                             store_dir=sys.argv[1], backend="hooks", progress=False)
 """

@@ -8,6 +8,7 @@ drift from the code and the runs it describes.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from pathlib import Path
@@ -63,7 +64,8 @@ def describe_data(runs: dict) -> str:
         return "*The data-preparation stage has not run for this profile.*"
     m = stage["manifests"]["."]
     p, o = m["parameters"], m["outputs"]
-    n_ann = sum(1 for f in m["inputs"] if not f.endswith((".nii", ".nii.gz")))
+    n_ann = sum(1 for f in m["inputs"]  # the annotation files among the inputs
+                if fnmatch.fnmatch(Path(f).name, p.get("annotation_pattern", "*.csv")))
     timing = p["timing"]
     threshold = (f"at least {p['min_observers']} observers" if p.get("min_observers")
                  else "at least half of the observers (rounded up)")

@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -140,6 +139,10 @@ def execute_notebook(
             f"(cell index {err.cell_index}): {err.ename}: {err.evalue}\n"
             f"The executed notebook with the traceback is {failed}"
         ) from None
+    except Exception:  # a dead kernel, a timeout: what ran is kept beside as well
+        if partial.exists():
+            partial.replace(failed)
+        raise
     finally:
         tmp_in.unlink(missing_ok=True)
     effective = present_parameters(partial)
@@ -152,17 +155,13 @@ def execute_notebook(
 def record_parameters(name: str, parameters: dict) -> Path | None:
     """Write the parameters a notebook ran with to ``parameters.json`` in its stage folder
     (``<data>/derived/<profile>/<name>/``), where the methods chapter reads them."""
-    from emolib.manifest import jsonable
+    from emolib.manifest import jsonable, write_json
     from emolib.paths import get_derived_dir
 
     if "profile" not in parameters:
         return None
     folder = get_derived_dir(name, str(parameters["profile"]), parameters.get("data_dir"))
-    path = folder / "parameters.json"
-    tmp = folder / ".parameters.json.tmp"
-    tmp.write_text(json.dumps(jsonable(parameters), indent=2))
-    tmp.replace(path)
-    return path
+    return write_json(folder / "parameters.json", jsonable(parameters), indent=2)
 
 
 def _format_value(value) -> str:

@@ -136,15 +136,18 @@ def obtain_bold5000(
                   "noise": float(noise), "layout": layout, "subjects": list(subjects)}
         truth_path = folder / TRUTH_FILE
         reuse = ("new", "nothing there")
-        if truth_path.is_file():
-            old = json.loads(truth_path.read_text())
+        try:
+            old = json.loads(truth_path.read_text()) if truth_path.is_file() else None
+        except ValueError:  # damaged (an older, non-atomic write): generated again
+            old, reuse = None, ("stale", f"{TRUTH_FILE} is unreadable")
+        if old is not None:
             gone = [n for n in old.get("files", {}).values() if not (folder / n).is_file()]
             changes = describe_changes({k: old.get(k) for k in wanted}, wanted)
             reuse = (("stale", "; ".join(changes)) if changes else
                      ("stale", f"{gone[0]} is missing") if gone else ("reuse", "same parameters"))
         if reuse[0] != "reuse":
             if folder.is_dir():  # our own generated folder: clear what an older run left
-                for p in [*folder.glob("*.h5"), truth_path]:
+                for p in [truth_path, *folder.glob("*.h5")]:  # the mark of completeness first
                     p.unlink(missing_ok=True)
             generate_bold5000(
                 folder, n_images=n_images, seed=seed, null=null, noise=noise, layout=layout,

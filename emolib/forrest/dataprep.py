@@ -66,10 +66,12 @@ from emolib.manifest import (
     INPUTS_FILE,
     file_digests,
     fingerprint,
+    package_versions,
     read_manifest,
     reuse_status,
     sha256_bytes,
     write_inputs,
+    write_json,
     write_manifest,
 )
 from emolib.paths import atomic_output_dir
@@ -109,8 +111,9 @@ class PreparedData:
     reuse : tuple of (str, str) or None
         ``(status, reason)`` of the :func:`prepare_dataset` call that returned this:
         ``"reuse"`` (the folder was made from the same parameters and input contents),
-        ``"new"`` or ``"stale"`` (recomputed; the reason names what changed), see
-        :func:`emolib.manifest.reuse_status`. None from :func:`load_prepared`.
+        ``"new"`` or ``"stale"`` (recomputed; the reason names what changed, see
+        :func:`emolib.manifest.reuse_status`), ``"resume"`` (an interrupted run's finished
+        subjects were kept, the others computed). None from :func:`load_prepared`.
     """
 
     folder: Path
@@ -216,12 +219,12 @@ def _check_reuse(out_dir: Path, params: dict, files: list[Path], reuse: bool
     digests = file_digests(files, known)
     inputs = {"parameters": params, "files": {p: d["sha256"] for p, d in digests.items()}}
     status, reason = reuse_status(out_dir, inputs, done="manifest.json")
+    if status == "resume":  # a finished folder always has its manifest: this one is damaged
+        status, reason = "stale", "manifest.json is missing"
     if status == "reuse" and not reuse:
         status, reason = "stale", "reuse=False"
     elif status == "reuse" and digests != known:  # touched, same contents: remember the stats
-        tmp = out_dir / f".{FILES_FILE}.tmp"
-        tmp.write_text(json.dumps(digests, indent=1))
-        os.replace(tmp, out_dir / FILES_FILE)
+        write_json(out_dir / FILES_FILE, digests, indent=1)
     return status, reason, digests
 
 
@@ -290,8 +293,9 @@ def prepare_dataset(
         z-scores whole volumes (the original).
     standardize : {"volume", "run"}, default="volume"
         ``"volume"``: each volume z-scored by its own mean and std over its voxels
-        (:func:`zscore_volumes`, the original project's). ``"run"``: each voxel's time series
-        linearly detrended and z-scored over all volumes of its run (:func:`zscore_voxels`,
+        (:func:`~emolib.forrest.zscore_volumes`, the original project's). ``"run"``: each
+        voxel's time series linearly detrended and z-scored over all volumes of its run
+        (:func:`~emolib.forrest.zscore_voxels`,
         as :func:`nilearn.signal.clean` with ``runs`` does), which removes each run's mean
         image, drift and gain: what decoding studies usually do. It uses no labels and no
         other run, so it cannot leak across a run split.
@@ -404,13 +408,15 @@ def prepare_dataset(
                                        "timing and the annotations")
 
     # 4. an earlier output made from the same inputs is reused
-    input_files = [info.path for sub in subs for info in infos[sub]]
-    input_files += sorted({Path(i.tr_source) for sub in subs for i in infos[sub]
-                           if i.tr_source != "header"})
-    input_files += sorted(annotations_dir.glob(annotation_pattern))
+    small_files = sorted({Path(i.tr_source) for sub in subs for i in infos[sub]
+                          if i.tr_source != "header"})
+    small_files += sorted(annotations_dir.glob(annotation_pattern))
     if mask is not None and str(mask) != "epi":
-        input_files += sorted({Path(str(mask).replace("{subject}", sub)) for sub in subs})
+        small_files += sorted({Path(str(mask).replace("{subject}", sub)) for sub in subs})
+    input_files = [info.path for sub in subs for info in infos[sub]] + small_files
     status, reason, digests = _check_reuse(out_dir, params, input_files, reuse)
+    # the small files were read above; the runs are hashed below as they are read
+    small = file_digests(small_files, digests)
     if progress:
         print(f"{out_dir.name}: " + ("reused (same parameters and input contents)"
                                 if status == "reuse" else f"preparing ({status}: {reason})"),
@@ -420,18 +426,23 @@ def prepare_dataset(
         prepared.reuse = (status, reason)
         return prepared
 
-    with atomic_output_dir(out_dir, keep_partial=True) as tmp:
-        # an interrupted run with the same job left finished subjects: resume after them
+    with atomic_output_dir(out_dir, keep_partial=reuse) as tmp:
+        # an interrupted run of the same job left finished subjects: resume after them
         key = fingerprint({"format": 1, "parameters": params, "shape": shape,
-                           "samples": sha256_bytes(samples.to_csv(index=False).encode())})
+                           "samples": sha256_bytes(samples.to_csv(index=False).encode()),
+                           "files": {p: d["sha256"] for p, d in small.items()},
+                           "versions": package_versions()})
         done = _finished_subjects(tmp, key, infos, len(samples), shape)
         if not done:
             shutil.rmtree(tmp)
             tmp.mkdir()
-        elif progress:
-            print(f"resuming an interrupted preparation: {len(done)} of {len(subs)} subjects "
-                  "already done", flush=True)
+        else:
+            status, reason = "resume", f"{len(done)} of {len(subs)} subjects were done"
+            if progress:
+                print(f"resuming an interrupted preparation: {reason.replace('were', 'already')}",
+                      flush=True)
         state = {"key": key, "subjects": done}
+        digests = dict(small)
         # masks: one per subject (native space), from a file or from its first run below
         if mask is None:
             mask_arrs = {sub: None for sub in infos}
@@ -500,8 +511,7 @@ def prepare_dataset(
                     volumes.flush()  # its rows on disk before the record says so
                     state["subjects"][sub] = {str(i.path): digests[str(i.path)]
                                               for i in infos[sub]}
-                    (tmp / f".{_PROGRESS}.tmp").write_text(json.dumps(state))
-                    os.replace(tmp / f".{_PROGRESS}.tmp", tmp / _PROGRESS)
+                    write_json(tmp / _PROGRESS, state)
                 del data
                 bar.update()
         bar.close()
@@ -515,7 +525,7 @@ def prepare_dataset(
         # 6. tables and manifest
         samples.to_csv(tmp / "samples.csv", index=False)
         labels.to_csv(tmp / "labels.csv", index=False)
-        digests = file_digests(input_files, digests)  # the runs: hashed as they were read
+        digests = {str(p): digests[str(p)] for p in input_files}  # each hashed as it was read
         hashes = {p: d["sha256"] for p, d in digests.items()}
         counts = samples[samples["selected"]].groupby("label").size().to_dict()
         run_rows = [{"subject": sub, "run": run, "file": info.path.name,
@@ -540,7 +550,7 @@ def prepare_dataset(
             "selected_steps": len(selected),
         })
         write_inputs(tmp, {"parameters": params, "files": hashes})
-        (tmp / FILES_FILE).write_text(json.dumps(digests, indent=1))
+        write_json(tmp / FILES_FILE, digests, indent=1)
         (tmp / _PROGRESS).unlink(missing_ok=True)
     prepared = load_prepared(out_dir)
     prepared.reuse = (status, reason)

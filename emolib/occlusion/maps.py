@@ -139,7 +139,8 @@ def occlude_by_fold(
     whose key is unchanged, recomputes the others, and removes parts that no longer belong
     to the job: an interrupted call continues where it stopped, and a changed model or
     selection never returns old maps. ``OcclusionResult.reuse`` says what happened to each
-    part. The result does not depend on the store (the parts are the same either way).
+    part. A part read back is the part computed before, bit for bit; the key holds the
+    model's device type, not the number of threads (which may change the last digits).
 
     Parameters
     ----------
@@ -192,14 +193,19 @@ def occlude_by_fold(
     bar = tqdm(total=n, desc="occluding", unit="volume", disable=not progress)
     for batch in iter_folds(selection, volumes, model_for_fold, n_threads=n_threads,
                             device=device):
-        digest = model_digest(batch.model) if store is not None else None
+        if store is not None:
+            digest = model_digest(batch.model)
+            device_type = next(batch.model.parameters()).device.type
+            stem = re.sub(r"[^A-Za-z0-9_.-]", "_", batch.fold)
+            stem += f"-{sha256_bytes(batch.fold.encode())[:8]}"  # distinct after the cleaning
         for k, a in enumerate(range(0, len(batch.positions), int(part_size))):
             pos = batch.positions[a:a + int(part_size)]
             vols = np.ascontiguousarray(batch.volumes[a:a + int(part_size)])
             res, status = None, "new"
             if store is not None:
-                path = store / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', batch.fold)}-{k:04d}.npz"
-                key = fingerprint({**job, "model": digest, "targets": targets[pos],
+                path = store / f"{stem}-{k:04d}.npz"
+                key = fingerprint({**job, "model": digest, "device": device_type,
+                                   "targets": targets[pos],
                                    "volumes": sha256_bytes(vols.tobytes()),
                                    "shape": vols.shape, "dtype": str(vols.dtype)})
                 res = _read_part(path, key, patch, stride, fill)

@@ -31,6 +31,7 @@ from numpy.typing import DTypeLike
 from rsatoolbox.rdm import RDMs
 from tqdm.auto import tqdm
 
+from emolib.manifest import write_json
 from emolib.models.identity import model_digest
 from emolib.rsa.align import PATTERN_KEY, check_unique
 
@@ -54,16 +55,6 @@ Batches = Callable[[int], Iterable[Any]] | Iterable[Any]
 
 def _digest(obj: Any) -> str:
     return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=16).hexdigest()
-
-
-def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
-    """Write ``obj`` as JSON atomically (tmp file, fsync, os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _acts_path(store: Path, k: int) -> Path:
@@ -255,7 +246,7 @@ def _forward(model: Any, batches: Batches, ids: np.ndarray, layers: list[str], s
                                                        dtype=store_dtype, shape=(n, u))
                         del mm
                     state["units"] = units
-                    _write_json(store / PROGRESS_FILE, state)
+                    write_json(store / PROGRESS_FILE, state, indent=1)
                 elif units != state["units"]:
                     raise ValueError(
                         f"activations of image {pos} have {units} units per layer, the stored "
@@ -268,7 +259,8 @@ def _forward(model: Any, batches: Batches, ids: np.ndarray, layers: list[str], s
                     del mm
                 pos += b
                 state["n_done"] = pos
-                _write_json(store / PROGRESS_FILE, state)  # only after the rows are flushed
+                # only after the rows are flushed
+                write_json(store / PROGRESS_FILE, state, indent=1)
                 bar.update(b)
     finally:
         bar.close()
@@ -527,7 +519,7 @@ def calc_rdms_streamed(
                 os.fsync(f.fileno())
             os.replace(tmp, path)
             state["rdms_done"] = sorted([*state["rdms_done"], k])
-            _write_json(store / PROGRESS_FILE, state)
+            write_json(store / PROGRESS_FILE, state, indent=1)
             vectors[k] = vec
             del vec
     seconds = time.perf_counter() - t0

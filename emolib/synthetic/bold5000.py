@@ -24,6 +24,7 @@ from numpy.typing import DTypeLike
 from rsatoolbox.rdm import RDMs
 
 from emolib.io.bold5000 import LAYERS, ROI_AREAS, ROIS, SUBJECTS, SYSTEMS, roi_area, save_rdms
+from emolib.manifest import write_json
 from emolib.rsa import PATTERN_KEY, calc_rdms_from_patterns
 
 __all__ = [
@@ -284,7 +285,7 @@ def generate_bold5000(
     truth_path = out_dir / TRUTH_FILE
     if truth_path.exists() and not overwrite:
         raise FileExistsError(f"{truth_path} exists (pass overwrite=True)")
-    truth_path.write_text(json.dumps(truth, indent=2))
+    write_json(truth_path, truth, indent=2)  # last, and atomic: it marks the files complete
     paths["truth"] = truth_path
     return paths
 

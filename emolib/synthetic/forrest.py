@@ -31,7 +31,6 @@ import csv
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -349,17 +348,14 @@ def generate_studyforrest(
         "break_shift": break_shift, "layout": layout,
     }
     truth_file = out_dir / "truth" / "generation.json"
-    if out_dir.exists():
-        if overwrite is True:
-            shutil.rmtree(out_dir)
-        elif truth_file.is_file():
+    if out_dir.exists() and overwrite is not True:  # replaced atomically below, if at all
+        if truth_file.is_file():
             done = json.loads(truth_file.read_text())
             if done.get("parameters") == params:
                 return out_dir
             if overwrite != "changed":
                 raise FileExistsError(f"{out_dir} holds a dataset generated with other "
                                       "parameters; pass overwrite=True or choose another folder")
-            shutil.rmtree(out_dir)
         elif any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} exists and is not a generated dataset")
     rng = np.random.default_rng(seed)
