@@ -35,8 +35,8 @@ profile: str = "demo"  # run profile whose results are read
 data_dir: Optional[str] = None  # data folder; None means $EMOLIB_DATA, else data/ in the repository
 ci_method: str = "jackknife"  # intervals of the summaries: jackknife (delete-one-block) or bootstrap (percentile)
 n_bootstrap: int = 500  # block-bootstrap resamples, when ci_method is bootstrap
-calibration_n: int = 200  # generated null datasets decoded by the linear baseline for the size and coverage
-coverage_n: int = 300  # simulated decodings (null and planted) for the coverage of the intervals
+calibration_n: int = 40  # generated null datasets decoded by the linear baseline for the size and coverage (paper: 200, about 8 min)
+coverage_n: int = 200  # simulated decodings (null and planted) for the coverage of the intervals (paper: 300)
 seed: int = 0  # seed of the simulations
 progress: bool = True  # unused here; every chapter takes it
 

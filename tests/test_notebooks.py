@@ -17,7 +17,9 @@ from emolib.book.params import ParameterError, check_parameters
 from emolib.book.runner import (
     NOTEBOOKS_DIR,
     NotebookFailed,
+    declared_parameters,
     execute_notebook,
+    load_profile,
     notebook_parameters,
     run_profile,
     to_ipynb,
@@ -35,6 +37,18 @@ def test_every_notebook_is_in_the_smoke_profile_and_the_toc():
     toc = (REPO_ROOT / "_toc.yml").read_text()
     for name in NOTEBOOKS:
         assert re.search(rf"file: {name}\b", toc), f"{name} is not in _toc.yml"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_run_all_gives_the_demo_books_page(name):
+    """Run All in JupyterLab runs a chapter with its parameters cell's defaults: they must be
+    what the demo book (``make book``) ran it with, so the demo profile may change nothing."""
+    demo = load_profile("demo")
+    assert name in demo["notebooks"]
+    declared = declared_parameters(name)
+    changed = {k: (declared[k], v) for k, v in notebook_parameters(demo, name).items()
+               if declared[k] != v}
+    assert not changed, f"the demo profile changes {name}'s defaults (default, demo): {changed}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
