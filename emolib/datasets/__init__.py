@@ -7,6 +7,9 @@ data by default and on the real data by pointing a parameter at them.
 - :func:`obtain_dataset`: a ds000113-shaped BIDS tree and the annotations.
 - :func:`obtain_bold5000_release`: the BOLD5000 Release 1.0 (ROI patterns to RDMs, stimuli).
 - :func:`obtain_bold5000`: precomputed BOLD5000 RDM files (ROI and ResNet-50 layer RDMs).
+- :mod:`~emolib.datasets.fetch`: the real data, downloaded into the data folder as nilearn's
+  fetchers do (``fetch_emotion_annotations``, ``fetch_ds000113``, ``fetch_bold5000_release``,
+  ``fetch_resnet50_weights``; ``make data``).
 """
 
 from emolib.datasets.bold5000 import (
@@ -16,9 +19,20 @@ from emolib.datasets.bold5000 import (
     obtain_bold5000,
     obtain_bold5000_release,
 )
+from emolib.datasets.fetch import (
+    FetchError,
+    fetch_bold5000_release,
+    fetch_ds000113,
+    fetch_emotion_annotations,
+    fetch_files,
+    fetch_resnet50_weights,
+    real_data_dir,
+)
 from emolib.datasets.forrest import DatasetSource, obtain_dataset, resolve_annotations_dir
 
 __all__ = [
-    "BOLD5000_SOURCES", "Bold5000Release", "Bold5000Source", "DatasetSource", "obtain_bold5000",
-    "obtain_bold5000_release", "obtain_dataset", "resolve_annotations_dir",
+    "BOLD5000_SOURCES", "Bold5000Release", "Bold5000Source", "DatasetSource", "FetchError",
+    "fetch_bold5000_release", "fetch_ds000113", "fetch_emotion_annotations", "fetch_files",
+    "fetch_resnet50_weights", "obtain_bold5000", "obtain_bold5000_release", "obtain_dataset",
+    "real_data_dir", "resolve_annotations_dir",
 ]

@@ -276,9 +276,14 @@ def obtain_bold5000_release(
         raise ValueError(f"source must be 'synthetic' or 'release', got {source!r}")
     generated, truth, reuse = False, None, None
     if source == "release":
-        if release_dir is None:
-            raise ValueError("source='release' needs release_dir, the folder holding ROIs/ "
-                             "and BOLD5000_Stimuli/")
+        if release_dir is None:  # where fetch_bold5000_release (make data) puts it
+            from emolib.datasets.fetch import real_data_dir
+
+            release_dir = real_data_dir(data_dir) / "bold5000"
+            if not release_dir.is_dir():
+                raise ValueError("source='release' needs release_dir, the folder holding "
+                                 f"ROIs/ and BOLD5000_Stimuli/; none given and none fetched "
+                                 f"into {release_dir} (make data)")
         root = Path(release_dir).expanduser().resolve()
         if not root.is_dir():
             raise InputDataError(root, "BOLD5000 release folder does not exist")

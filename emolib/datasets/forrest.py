@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from emolib.datasets.fetch import real_data_dir
 from emolib.errors import InputDataError
 from emolib.forrest.timing import STUDYFORREST, RunTiming
 from emolib.manifest import describe_changes
@@ -54,14 +55,21 @@ class DatasetSource:
     reuse: tuple[str, str] | None = None
 
 
-def resolve_annotations_dir(annotations_dir: str | os.PathLike | None) -> Path | None:
-    """The annotation folder to use: the argument, else the shared real files if present."""
+def resolve_annotations_dir(annotations_dir: str | os.PathLike | None,
+                            data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The annotation folder to use: the argument; else the real files, where present
+    (``../shared`` beside the repository, or fetched by
+    :func:`emolib.datasets.fetch_emotion_annotations` into the data folder); else None."""
     if annotations_dir is not None:
         path = Path(annotations_dir).expanduser()
         if not path.is_dir():
             raise InputDataError(path, "annotation folder does not exist")
         return path.resolve()
-    return SHARED_ANNOTATIONS_DIR if SHARED_ANNOTATIONS_DIR.is_dir() else None
+    fetched = real_data_dir(data_dir) / "studyforrest" / "gump_emotions" / "raw"
+    for folder in (SHARED_ANNOTATIONS_DIR, fetched):
+        if folder.is_dir() and any(folder.glob("*.csv")):
+            return folder
+    return None
 
 
 def obtain_dataset(
@@ -107,12 +115,17 @@ def obtain_dataset(
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    ann = resolve_annotations_dir(annotations_dir)
+    ann = resolve_annotations_dir(annotations_dir, data_dir)
     if source == "bids":
-        if bids_dir is None:
-            raise ValueError("source='bids' needs bids_dir, the root of ds000113")
+        if bids_dir is None:  # where fetch_ds000113 (make data) puts it
+            bids_dir = real_data_dir(data_dir) / "ds000113"
+            if not bids_dir.is_dir():
+                raise ValueError(f"source='bids' needs bids_dir, the root of ds000113; none "
+                                 f"given and none fetched into {bids_dir} (make data, or "
+                                 "emolib.datasets.fetch_ds000113)")
         if ann is None:
-            raise ValueError("source='bids' needs annotations_dir (the Labs et al. raw/ folder)")
+            raise ValueError("source='bids' needs annotations_dir (the Labs et al. raw/ "
+                             "folder); none found (make data fetches it)")
         return DatasetSource(Path(bids_dir).expanduser().resolve(), ann, True, None, layout)
     out = get_data_dir(data_dir) / "synthetic" / profile
     record = out / "truth" / "generation.json"
