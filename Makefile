@@ -10,7 +10,7 @@ PROFILE ?= demo
 # pip on the project's build machines warns about missing local mirror folders; hide that noise.
 PIPFILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: book test smoke venv clean chromium
+.PHONY: book test smoke venv clean chromium lab data linkcheck
 
 venv: $(STAMP)
 
@@ -28,6 +28,22 @@ book: $(STAMP)
 ## The smallest end-to-end book (smoke profile).
 smoke: $(STAMP)
 	$(PY) -m emolib.book --profile smoke
+
+## Open the project in JupyterLab (from the project's environment): the chapters in notebooks/
+## open as notebooks (jupytext pairing). LAB_ARGS: more options, e.g. --no-browser --port=8890.
+LAB_ARGS ?=
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+## Fetch the real data the paper profile reads (network needed): the Labs et al. annotations,
+## ds000113 ses-movie, the BOLD5000 release and the ResNet-50 weights, into <data>/real.
+data: $(STAMP)
+	$(PY) -m emolib.datasets.fetch all
+
+## Check the book's external links (network needed), on the smoke book.
+linkcheck: $(STAMP)
+	$(PY) -m emolib.book --profile smoke --no-build
+	$(VENV)/bin/jupyter-book build book --config _config.yml --toc _toc.yml --path-output book --builder linkcheck
 
 ## Run the test suite (offline, seeded; runs every notebook with the smoke profile, builds the
 ## smoke book and opens every page in headless Chromium, installed here where it is missing).

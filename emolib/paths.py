@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_DATA_DIR", "REPO_ROOT", "SHARED_ANNOTATIONS_DIR", "atomic_output_dir",
-    "get_data_dir", "get_derived_dir",
+    "display_command", "display_path", "display_value", "get_data_dir", "get_derived_dir",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,37 @@ def get_data_dir(data_dir: str | os.PathLike | None = None, *, create: bool = Tr
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def display_path(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> str:
+    """A path as the book shows it: never the absolute path of the machine that built it.
+
+    Inside the data folder (:func:`get_data_dir` of ``data_dir``) it reads ``<data>/...``;
+    inside the repository, relative to it; beside the repository (``../shared``), as
+    ``../...``; anywhere else, its last two parts after ``.../`` (e.g. a real ds000113 at
+    ``/mnt/openneuro/ds000113`` is ``.../openneuro/ds000113``).
+    """
+    p = Path(path).expanduser().resolve()
+    for root, prefix in ((get_data_dir(data_dir, create=False), "<data>"),
+                         (REPO_ROOT, "."), (REPO_ROOT.parent, "..")):
+        if p == root or root in p.parents:
+            rel = p.relative_to(root).as_posix()
+            return prefix if rel == "." else f"{prefix}/{rel}"
+    return ".../" + "/".join(p.parts[-2:])
+
+
+def display_value(value, data_dir: str | os.PathLike | None = None):
+    """A parameter's value as the book shows it: an absolute path as :func:`display_path`
+    writes it, anything else as it is."""
+    if isinstance(value, str) and value and Path(value).is_absolute():
+        return display_path(value, data_dir)
+    return value
+
+
+def display_command(args, data_dir: str | os.PathLike | None = None) -> str:
+    """Command-line arguments joined for the book, absolute paths as :func:`display_path`
+    writes them."""
+    return " ".join(str(display_value(str(a), data_dir)) for a in args)
 
 
 def get_derived_dir(

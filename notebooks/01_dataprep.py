@@ -80,7 +80,7 @@ from emolib.datasets import obtain_dataset
 from emolib.forrest import STUDYFORREST, RunTiming, prepare_dataset, summarize_inputs
 from emolib.forrest import labels as lab
 from emolib.io import read_observers
-from emolib.paths import get_derived_dir
+from emolib.paths import display_path, get_derived_dir
 from emolib.plots import (
     configure_plotly,
     plot_class_counts,
@@ -105,12 +105,12 @@ src = obtain_dataset(
 )
 display(Markdown(
     f"**Inputs.** {'Aligned derivative' if layout == 'aligned' else 'BIDS tree'}: "
-    f"`{src.bids_dir}` "
+    f"`{display_path(src.bids_dir, data_dir)}` "
     f"({'generated, ' + ('null' if null else 'planted signal') if src.truth_dir else 'real data'}"
     + ({"reuse": ", reused from an earlier run with the same parameters", "new": ", now",
         "stale": f", again (changed since the earlier run: {(src.reuse or ('', ''))[1]})"}.get(
             (src.reuse or ("",))[0], "")) + "). "
-    f"Annotations: `{src.annotations_dir}` "
+    f"Annotations: `{display_path(src.annotations_dir, data_dir)}` "
     f"({'the real Labs et al. files' if src.annotations_real else 'generated in the same format'})."
     + (f" The generated BOLD carries, besides the {effect_size:.0%} emotion responses "
        f"(none when null), a stimulus-locked scene signal of {scene_size:.0%} shared by every "
@@ -243,7 +243,7 @@ samples = prepared.samples
 status, reason = prepared.reuse
 display(Markdown(
     f"Prepared **{len(samples)}** volumes of {samples['subject'].nunique()} subjects, grid "
-    f"{prepared.volumes.shape[1:]}, into `derived/{profile}/{prepared.folder.name}`; "
+    f"{prepared.volumes.shape[1:]}, into `{display_path(prepared.folder, data_dir)}`; "
     f"{int((samples['overlap_run'] > 0).sum())} of them fall in a run overlap. "
     + ("The folder of an earlier run was reused: it was made from the same parameters and "
        "the same input contents (SHA-256 of every file)." if status == "reuse" else

@@ -85,7 +85,7 @@ from emolib.decoding import (
 )
 from emolib.forrest import assert_no_leak, leak_table, load_prepared, make_splits
 from emolib.models import EmotionCNN, TrainConfig, count_parameters, resolve_device
-from emolib.paths import get_derived_dir
+from emolib.paths import display_path, get_derived_dir
 from emolib.plots import (
     configure_plotly,
     plot_confusion,
@@ -105,7 +105,7 @@ n_params = count_parameters(EmotionCNN(len(prepared.classes), prepared.volumes.s
 display(Markdown(
     f"**Data.** {len(samples)} labelled volumes of {samples['subject'].nunique()} subjects, "
     f"grid {prepared.volumes.shape[1:]}, classes {', '.join(prepared.classes)} "
-    f"(from `{prepared.folder}`). **Model.** `EmotionCNN`, {n_params:,} parameters "
+    f"(from `{display_path(prepared.folder, data_dir)}`). **Model.** `EmotionCNN`, {n_params:,} parameters "
     f"(424,549 for 5 classes, as the original). **Training.** up to {epochs} epochs, batch "
     f"{batch_size}, AdamW lr {lr:g}, weight decay {weight_decay:g}, cosine schedule "
     f"(T_max {t_max}), early stopping after {patience} epochs without gain, "
@@ -312,7 +312,7 @@ pd.concat([original, ours], ignore_index=True)
 # held-out prediction are saved for the occlusion and RSA chapters.
 
 # %%
-pd.Series({"folder": str(result.folder), "folds": len(result.folds),
+pd.Series({"folder": display_path(result.folder, data_dir), "folds": len(result.folds),
            "predictions": int((result.predictions["model"] == "cnn").sum()),
            "models": ", ".join(sorted(p.parent.name for p in result.folder.glob("fold-*/best.pt")))
            }).to_frame("saved")

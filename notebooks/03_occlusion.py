@@ -94,7 +94,7 @@ from emolib.occlusion import (
     top_voxels,
     voxel_drop_vectors,
 )
-from emolib.paths import get_derived_dir
+from emolib.paths import display_path, get_derived_dir
 from emolib.plots import (
     configure_plotly,
     plot_class_maps,
@@ -182,7 +182,7 @@ display(Markdown(
     f"{'x'.join(map(str, occ.patch))} voxels (stride {'x'.join(map(str, occ.stride))}, fill "
     f"{occ.fill:g}) = {n_windows:,} forward passes, {occ.method} engine, **{seconds:.1f} s** on "
     f"`{run_device}`. Largest difference from the saved probabilities: {mismatch:.1e}. Maps "
-    f"written to `derived/{profile}/03_occlusion/{split}`: "
+    f"written to `{display_path(out_dir, data_dir)}`: "
     f"{', '.join(p.name for p in paths.values())}. "
     + (f"{n_reused} of {len(occ.reuse)} parts (up to 16 volumes each) were reused from an "
        "earlier run (made from the same weights, volumes, targets and boxes); "
@@ -405,5 +405,5 @@ write_manifest(out_dir, "03_occlusion", {
             "method": occ.method, "seconds": round(seconds, 1),
             "max_probability_mismatch": mismatch,
             "mean_auc": None if scores is None else scores["auc"].mean()})
-pd.Series({"folder": f"derived/{profile}/03_occlusion/{split}",
+pd.Series({"folder": display_path(out_dir, data_dir),
            "files": ", ".join(sorted(p.name for p in out_dir.iterdir()))}).to_frame("saved")

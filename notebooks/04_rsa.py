@@ -96,7 +96,7 @@ from emolib.forrest import (
 )
 from emolib.manifest import sha256_file, start_stage, write_manifest
 from emolib.models import load_trained, resolve_device
-from emolib.paths import get_derived_dir
+from emolib.paths import display_path, get_derived_dir
 from emolib.plots import (
     configure_plotly,
     plot_hierarchy_alignment,
@@ -118,7 +118,7 @@ models = {fold: load_trained(result.fold_model_path(fold), str(run_on))
 held_out = result.predictions[result.predictions["model"] == "cnn"]
 display(Markdown(
     f"**Inputs.** {len(held_out)} held-out volumes of {held_out['subject'].nunique()} subjects "
-    f"in {len(models)} test folds (`{split}` split, `{result.folder}`), each with the network "
+    f"in {len(models)} test folds (`{split}` split, `{display_path(result.folder, data_dir)}`), each with the network "
     f"of its fold; grid {prepared.volumes.shape[1:]}; classes {', '.join(result.classes)}. "
     + ("**Generated data**: the planted regions are known (`truth/` beside the dataset)."
        if truth else "**Real data**: no planted truth.")
@@ -456,5 +456,5 @@ manifest_path = write_manifest(
              "n_significant": int(results["significant"].sum()),
              "planted_above_parcels": above, "planted_below_parcels": below},
 )
-pd.Series({"folder": f"derived/{profile}/04_rsa",
+pd.Series({"folder": display_path(out_dir, data_dir),
            "files": ", ".join(sorted(p.name for p in out_dir.iterdir()))}).to_frame("value")

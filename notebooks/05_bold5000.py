@@ -120,7 +120,7 @@ from emolib.bold5000 import (
 from emolib.datasets import obtain_bold5000, obtain_bold5000_release
 from emolib.io import Bold5000RDMs, common_images, select_images
 from emolib.manifest import sha256_file, start_stage, write_manifest
-from emolib.paths import get_derived_dir
+from emolib.paths import display_path, get_derived_dir
 from emolib.plots import (
     configure_plotly,
     plot_hierarchy_alignment,
@@ -435,7 +435,7 @@ manifest_path = write_manifest(
              "joint_recovered": joint_hits if has_truth else None},
 )
 pd.Series({
-    "folder": f"derived/{profile}/05_bold5000",
+    "folder": display_path(out_dir, data_dir),
     "files": ", ".join(sorted(p.name for p in out_dir.iterdir())),
     "images": data.layers.n_cond,
     "input files hashed": len(input_files),

@@ -55,6 +55,7 @@ import torch
 from IPython.display import Markdown, display
 
 from emolib.book.perf import ratio_table, run_benchmark
+from emolib.paths import display_command
 
 data_args = ["--data-dir", data_dir] if data_dir else []
 jobs = [
@@ -78,7 +79,7 @@ goals = {
     "occlusion speed-up emolib / captum": ">= 3",
     "bootstrap speed-up emolib / rsatoolbox": ">= 10",
 }
-table = ratio_table(results, goals)
+table = ratio_table(results, goals, data_dir)
 table
 
 # %%
@@ -104,6 +105,7 @@ plt.show()
 
 # %%
 for r in results:
-    print(f"$ python benchmarks/{r.script} {' '.join(r.args)}   ({r.seconds:.0f} s)")
+    print(f"$ python benchmarks/{r.script} {display_command(r.args, data_dir)}   "
+          f"({r.seconds:.0f} s)")
     print("\n".join(line for line in r.output.splitlines() if "it/s]" not in line)[-2500:])
     print()

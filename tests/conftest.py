@@ -84,13 +84,33 @@ def smoke_book(tmp_path_factory):
     executed notebook path, or the exception it raised}``. A failing notebook does not stop
     the later ones (they will usually fail too, for want of inputs).
     """
+    import time
+
+    from emolib.book.incremental import execution_inputs, record_execution
+
     root = tmp_path_factory.mktemp("smoke_book")
     data, book = root / "data", root / "book"
     results = {}
-    for name in NOTEBOOKS:
+    for i, name in enumerate(NOTEBOOKS):
         params = {**notebook_parameters(SMOKE, name), "data_dir": str(data)}
+        inputs = execution_inputs(name, params, NOTEBOOKS[:i], NOTEBOOKS_DIR)
+        t0 = time.perf_counter()
         try:
             results[name] = execute_notebook(name, params, output_dir=book, progress=False)
         except Exception as err:  # reported by the test of that notebook
             results[name] = err
+        else:
+            record_execution(results[name], inputs, time.perf_counter() - t0)
     return {"book": book, "data": data, "results": results}
+
+
+@pytest.fixture(scope="session")
+def built_book(smoke_book):
+    """The smoke book rendered by Jupyter Book (warnings as errors); its HTML folder."""
+    from emolib.book.runner import build_book, copy_book_sources
+
+    failed = {n: r for n, r in smoke_book["results"].items() if isinstance(r, BaseException)}
+    if failed:
+        pytest.fail(f"notebooks failed, no book to check: {sorted(failed)}")
+    book = copy_book_sources(smoke_book["book"])
+    return build_book(book, warnings_as_errors=True).parent

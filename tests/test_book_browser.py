@@ -14,7 +14,6 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from emolib.book.runner import build_book, copy_book_sources
 from emolib.paths import REPO_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -26,16 +25,6 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs "
                                                 "it with apt-get where it can)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def built_book(smoke_book):
-    failed = {n: r for n, r in smoke_book["results"].items() if isinstance(r, BaseException)}
-    if failed:
-        pytest.fail(f"notebooks failed, no book to check: {sorted(failed)}")
-    book = copy_book_sources(smoke_book["book"])
-    index = build_book(book, warnings_as_errors=True)
-    return index.parent
 
 
 def is_redirect(path: Path) -> bool:

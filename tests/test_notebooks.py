@@ -172,6 +172,51 @@ def test_killed_book_run_leaves_no_half_executed_notebook(tmp_path, smoke_book):
             assert (stage / name).read_bytes() == (ref / name).read_bytes(), name
 
 
+@pytest.mark.slow
+def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
+    """A second run with nothing changed runs nothing and says so; a changed parameter runs
+    the notebook again, naming the change; failures are all collected before the runner
+    exits, and the execution report says what happened to each chapter."""
+    import time
+
+    from emolib.book.incremental import write_execution_report
+
+    book, data = tmp_path / "book", tmp_path / "data"
+    own = dict(SMOKE["notebooks"]["01_dataprep"])
+    profile = tmp_path / "inc.yaml"
+
+    def write(notebooks):
+        profile.write_text(yaml.safe_dump({"name": "inc", "common": {
+            "profile": "inc", "seed": 0, "progress": False, "data_dir": str(data)},
+            "notebooks": notebooks}))
+
+    write({"01_dataprep": own})
+    first = run_profile(str(profile), build=False, progress=False, book_dir=book)
+    assert first == {"01_dataprep": {"status": "run", "reason": "never run"}}
+    t0 = time.perf_counter()
+    again = run_profile(str(profile), build=False, progress=False, book_dir=book)
+    assert again["01_dataprep"]["status"] == "cached"
+    assert time.perf_counter() - t0 < 10  # no kernel started
+    forced = run_profile(str(profile), build=False, progress=False, book_dir=book, force=True)
+    assert forced["01_dataprep"] == {"status": "run", "reason": "--force"}
+    write({"01_dataprep": {**own, "effect_size": 0.2}})
+    changed = run_profile(str(profile), build=False, progress=False, book_dir=book)
+    assert changed["01_dataprep"]["status"] == "run"
+    assert "parameters.effect_size: 0.1 -> 0.2" in changed["01_dataprep"]["reason"]
+    report = write_execution_report(book, ["01_dataprep", "02_training"]).read_text()
+    assert "| {doc}`01_dataprep` | run |" in report and "| 02_training | - |" in report
+    # two failing notebooks: both run, both reported, the book not built
+    write({"01_dataprep": {**own, "source": "no-such-source"},
+           "02_training": {"split": "nope"}})
+    with pytest.raises(NotebookFailed, match=r"(?s)2 of 2 notebooks failed.*01_dataprep.py "
+                                             r"failed in cell.*02_training.py failed in cell"):
+        run_profile(str(profile), build=False, progress=False, book_dir=book)
+    statuses = json.loads((book / ".execution.json").read_text())
+    assert [s["status"] for s in statuses.values()] == ["failed", "failed"]
+    assert (book / "01_dataprep.ipynb").is_file()  # the last good page stays
+    assert (book / "01_dataprep.failed.ipynb").is_file()
+
+
 def test_check_parameters_reads_papermill_injected_cell():
     params = 'epochs: int = 50  # epochs\nlr = 1e-3\nfolds: Optional[list] = None\n'
     check_parameters("nb", ["", "import x", params, "# Parameters\nepochs = 3\nlr = 0.1\n",

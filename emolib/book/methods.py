@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emolib.paths import get_data_dir
+from emolib.paths import display_value, get_data_dir
 
 __all__ = [
     "collect_runs", "describe_data", "describe_training", "describe_volumes", "parameter_table",
@@ -171,7 +171,8 @@ def describe_training(runs: dict) -> str:
 
 def parameter_table(runs: dict) -> pd.DataFrame:
     """Every notebook parameter of every stage (one row each), as the runs used them."""
-    rows = [{"stage": stage, "parameter": k, "value": json.dumps(v)}
+    rows = [{"stage": stage, "parameter": k, "value": json.dumps(display_value(
+                 v, info["parameters"].get("data_dir")))}
             for stage, info in runs.items() for k, v in info["parameters"].items()]
     return pd.DataFrame(rows, columns=["stage", "parameter", "value"])
 

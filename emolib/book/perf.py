@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from emolib.paths import REPO_ROOT
+from emolib.paths import REPO_ROOT, display_command
 
 __all__ = [
     "BENCHMARKS_DIR", "BenchmarkResult", "ratio_table", "run_benchmark",
@@ -58,11 +58,12 @@ def run_benchmark(script: str, args: list[str] | None = None, timeout: float = 1
     return BenchmarkResult(script, args, ratios, output, seconds)
 
 
-def ratio_table(results: list[BenchmarkResult], goals: dict[str, str] | None = None
-                ) -> pd.DataFrame:
-    """One row per ratio: the benchmark, its arguments, the value and the stated goal."""
+def ratio_table(results: list[BenchmarkResult], goals: dict[str, str] | None = None,
+                data_dir=None) -> pd.DataFrame:
+    """One row per ratio: the benchmark, its arguments (paths as the book shows them,
+    :func:`emolib.paths.display_command`), the value and the stated goal."""
     goals = goals or {}
-    rows = [{"benchmark": r.script, "arguments": " ".join(r.args) or "(defaults)",
+    rows = [{"benchmark": r.script, "arguments": display_command(r.args, data_dir) or "(defaults)",
              "ratio": what, "value": value, "goal": goals.get(what, ""),
              "seconds": round(r.seconds, 1)}
             for r in results for what, value in r.ratios.items()]

@@ -5,6 +5,10 @@ Two stages, as in Project Pythia and NCAR CUPiD: papermill executes each jupytex
 Jupyter Book only renders them (``execute_notebooks: off``). Any error stops the run and names
 the notebook and the cell that failed.
 
+Incremental: a notebook whose inputs are unchanged since its executed notebook was made is
+not run again (:mod:`emolib.book.incremental`; ``--force`` runs all); every failure is
+collected before the run exits non-zero; the book's execution report says what ran.
+
 Usage::
 
     python -m emolib.book --profile demo            # execute every notebook, build the book
@@ -26,11 +30,18 @@ import nbformat
 import papermill as pm
 import yaml
 
+from emolib.book.incremental import (
+    cache_status,
+    execution_inputs,
+    record_execution,
+    write_execution_report,
+    write_run_statuses,
+)
 from emolib.book.params import check_names, check_profile, parse_parameters
 from emolib.paths import REPO_ROOT
 
 __all__ = [
-    "BOOK_DIR", "NOTEBOOKS_DIR", "NotebookFailed", "PROFILES_DIR", "build_book",
+    "BOOK_DIR", "NOTEBOOKS_DIR", "NotebookFailed", "PROFILES_DIR", "build_book", "chapters",
     "copy_book_sources", "declared_parameters", "execute_notebook", "load_profile", "main",
     "notebook_parameters", "present_parameters", "record_parameters", "run_profile",
     "stage_static_assets", "to_ipynb",
@@ -131,6 +142,8 @@ def execute_notebook(
         pm.execute_notebook(
             str(tmp_in), str(partial), parameters=parameters, kernel_name=KERNEL,
             progress_bar=progress, cwd=str(REPO_ROOT), execution_timeout=timeout,
+            # the kernel's own log (e.g. its warning about local TCP) stays out of the terminal
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except pm.PapermillExecutionError as err:
         partial.replace(failed)
@@ -169,13 +182,25 @@ def _format_value(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def present_parameters(path: Path) -> dict:
-    """Make an executed notebook's parameters readable in the book.
+def _shown(name: str, value, data_dir):
+    """A parameter's value as the published book shows it (see :func:`present_parameters`)."""
+    from emolib.paths import display_value
 
-    The defaults cell and papermill's injected cell get the ``hide-input`` tag (their code
-    stays one click away), and a markdown cell after the injected one lists every parameter
-    this run used, marking those the profile changed. Cells tagged ``colab`` (the install
-    cell for Colab) are removed from the book.
+    return None if name == "data_dir" and isinstance(value, str) else display_value(value,
+                                                                                   data_dir)
+
+
+def present_parameters(path: Path) -> dict:
+    """Make an executed notebook read as a paper page.
+
+    Every code cell gets the ``hide-input`` tag: the reader sees prose, figures and tables,
+    the code one click away. A markdown cell after papermill's injected cell lists every
+    parameter this run used, marking those the profile changed (it stays visible). Absolute
+    paths among the injected parameters are shown as :func:`emolib.paths.display_path` does
+    and ``data_dir`` as None, in the summary and in the injected cell: the published page
+    holds no path of the machine that built it (the run's own values are returned, and
+    recorded by :func:`record_parameters`). Cells tagged ``colab`` (the install cell for
+    Colab) are removed from the book.
     """
     nb = nbformat.read(path, as_version=4)
     defaults, injected, where = {}, {}, None
@@ -185,10 +210,10 @@ def present_parameters(path: Path) -> dict:
             continue
         if "colab" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
+        if not {"remove-cell", "remove-input", "hide-input"} & set(tags):
+            tags.append("hide-input")
         for tag, store in (("parameters", defaults), ("injected-parameters", injected)):
             if tag in tags:
-                if "hide-input" not in tags:
-                    tags.append("hide-input")
                 store.update(parse_parameters(cell.source))
                 if tag == "injected-parameters":
                     where = i
@@ -196,9 +221,17 @@ def present_parameters(path: Path) -> dict:
     if where is None:
         nbformat.write(nb, path)
         return effective
-    items = [f"`{k} = {_format_value(v)}`" + (" *(profile)*" if k in injected and
-                                               injected[k] != defaults.get(k) else "")
-             for k, v in effective.items()]
+    # machine paths are not published: the book shows them as display_path does, and the
+    # data folder as None (a reader's own, for Run All in a launched copy)
+    data_dir = effective.get("data_dir")
+    shown = {k: _shown(k, v, data_dir) for k, v in effective.items()}
+    nb.cells[where].source = "# Parameters\n" + "".join(
+        f"{k} = {shown[k]!r}\n" if shown[k] == v else
+        f"{k} = {shown[k]!r}  # this run's: {'its data folder' if k == 'data_dir' else 'path'}"
+        f" (not published)\n" for k, v in injected.items())
+    items = [f"`{k} = {_format_value(shown[k])}`" + (" *(profile)*" if k in injected and
+                                                      injected[k] != defaults.get(k) else "")
+             for k in effective]
     text = ("**Parameters of this run** (*(profile)* marks values the run profile set; the "
             "code of both parameter cells is one click away above):\n\n" +
             "\n".join(f"- {item}" for item in items))
@@ -250,15 +283,22 @@ def copy_book_sources(dest: Path) -> Path:
     return dest
 
 
-def build_book(book_dir: Path = BOOK_DIR, warnings_as_errors: bool = True) -> Path:
+def build_book(book_dir: Path = BOOK_DIR, warnings_as_errors: bool = True,
+               all_pages: bool = True) -> Path:
     """Render ``book_dir`` with Jupyter Book (config and toc at the repository root) into
-    ``book_dir/_build/html``; returns the path of its ``index.html``."""
+    ``book_dir/_build/html``; returns the path of its ``index.html``.
+
+    The execution report page (:func:`emolib.book.incremental.write_execution_report`) is
+    written first. ``all_pages=False`` lets Sphinx redo only the pages whose files changed
+    (what ``make book`` does after a run that reused chapters).
+    """
     book_dir = Path(book_dir)
     stage_static_assets(book_dir)
+    write_execution_report(book_dir, chapters())
     cmd = [
         str(Path(sys.executable).with_name("jupyter-book")), "build", str(book_dir),
         "--config", str(REPO_ROOT / "_config.yml"), "--toc", str(REPO_ROOT / "_toc.yml"),
-        "--path-output", str(book_dir), "--all",
+        "--path-output", str(book_dir), *(["--all"] if all_pages else []),
     ]
     if warnings_as_errors:
         cmd += ["-W", "--keep-going"]
@@ -269,9 +309,23 @@ def build_book(book_dir: Path = BOOK_DIR, warnings_as_errors: bool = True) -> Pa
     return index
 
 
+def chapters() -> list[str]:
+    """The chapters (``notebooks/NN_name.py``), in their numbers' order."""
+    return sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
+
+
 def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
-                progress: bool = True) -> None:
-    """Execute the notebooks of a profile in order, then build the book."""
+                progress: bool = True, force: bool = False,
+                book_dir: Path = BOOK_DIR) -> dict[str, dict]:
+    """Execute the notebooks of a profile in order, then build the book.
+
+    A notebook whose source, parameters, package code and upstream manifests are those of
+    its executed notebook's record is not run again (``cached``; ``force`` runs it anyway):
+    :mod:`emolib.book.incremental`. A failing notebook does not stop the others; every
+    failure (notebook and cell) is collected and raised together at the end, before the
+    book is built. Returns each notebook's status (``run``, ``cached``, ``failed``) with the
+    reason.
+    """
     spec = load_profile(profile)
     names = [n for n in spec["notebooks"] if only is None or n in only]
     missing = [n for n in (only or []) if n not in spec["notebooks"]]
@@ -279,17 +333,43 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
         raise ValueError(f"profile {spec['name']!r} has no notebook(s) {missing}")
     # every name of the profile checked before any notebook runs
     check_profile(spec, {n: declared_parameters(n) for n in spec["notebooks"]})
+    order = list(spec["notebooks"])
     total = time.perf_counter()
+    statuses, failures = {}, []
     for i, name in enumerate(names, start=1):
-        print(f"[{i}/{len(names)}] {name} (profile {spec['name']})", flush=True)
+        params = notebook_parameters(spec, name)
+        inputs = execution_inputs(name, params, order[:order.index(name)], NOTEBOOKS_DIR)
+        fresh, why = (False, "--force") if force else cache_status(
+            book_dir / f"{name}.ipynb", inputs)
+        head = f"[{i}/{len(names)}] {name} (profile {spec['name']})"
+        if fresh:
+            print(f"{head}: cached ({why})", flush=True)
+            statuses[name] = {"status": "cached", "reason": "inputs unchanged"}
+            continue
+        print(f"{head}: running ({why})", flush=True)
         t0 = time.perf_counter()
-        execute_notebook(name, notebook_parameters(spec, name), progress=progress)
-        print(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        try:
+            out = execute_notebook(name, params, output_dir=book_dir, progress=progress)
+        except NotebookFailed as err:
+            failures.append(str(err))
+            statuses[name] = {"status": "failed", "reason": str(err).splitlines()[0]}
+            print(f"{head}: FAILED after {time.perf_counter() - t0:.0f} s", flush=True)
+            continue
+        record_execution(out, inputs, time.perf_counter() - t0)
+        statuses[name] = {"status": "run", "reason": why}
+        print(f"{head}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    write_run_statuses(book_dir, statuses)
+    if failures:
+        raise NotebookFailed(f"{len(failures)} of {len(names)} notebooks failed:\n\n"
+                             + "\n\n".join(failures))
     if build:
         t0 = time.perf_counter()
-        build_book()
+        build_book(book_dir, all_pages=False)
         print(f"book rendered in {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"total {time.perf_counter() - total:.0f} s", flush=True)
+    n_cached = sum(s["status"] == "cached" for s in statuses.values())
+    print(f"total {time.perf_counter() - total:.0f} s ({n_cached} of {len(names)} notebooks "
+          "cached)", flush=True)
+    return statuses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,13 +379,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-build", action="store_true", help="execute, do not render")
     parser.add_argument("--build-only", action="store_true", help="render, do not execute")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--force", action="store_true",
+                        help="run every notebook, even those whose inputs are unchanged")
     args = parser.parse_args(argv)
     try:
         if args.build_only:
             build_book()
         else:
             run_profile(args.profile, args.only, build=not args.no_build,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, force=args.force)
     except NotebookFailed as err:
         print(f"\nFAILED: {err}", file=sys.stderr)
         return 1
