@@ -43,7 +43,7 @@ data: $(STAMP)
 ## Check the book's external links (network needed), on the smoke book.
 linkcheck: $(STAMP)
 	$(PY) -m emolib.book --profile smoke --no-build
-	$(VENV)/bin/jupyter-book build book --config _config.yml --toc _toc.yml --path-output book --builder linkcheck
+	$(PY) -c "from emolib.book.runner import build_book; build_book(builder='linkcheck', warnings_as_errors=False)"
 
 ## Run the test suite (offline, seeded; runs every notebook with the smoke profile, builds the
 ## smoke book and opens every page in headless Chromium, installed here where it is missing).
@@ -57,4 +57,4 @@ chromium:
 	  echo ">> could not install Chromium: the browser test will be skipped"; }
 
 clean:
-	rm -rf book/_build book/*.ipynb data/derived data/synthetic
+	rm -rf book/_build book/*.ipynb book/execution.md book/.execution.json data/derived data/synthetic

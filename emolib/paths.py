@@ -60,6 +60,8 @@ def display_path(path: str | os.PathLike, data_dir: str | os.PathLike | None = N
     p = Path(path).expanduser().resolve()
     for root, prefix in ((get_data_dir(data_dir, create=False), "<data>"),
                          (REPO_ROOT, "."), (REPO_ROOT.parent, "..")):
+        if root == Path(root.anchor):  # a repository at /app: its parent is everything
+            continue
         if p == root or root in p.parents:
             rel = p.relative_to(root).as_posix()
             return prefix if rel == "." else f"{prefix}/{rel}"

@@ -24,15 +24,18 @@ from emolib.datasets import (
     resolve_annotations_dir,
 )
 from emolib.datasets.fetch import ANNOTATION_FILES
+from emolib.manifest import sha256_file
 from emolib.paths import SHARED_ANNOTATIONS_DIR
 
 
 class Server:
     """Files of a folder over HTTP on 127.0.0.1, with ``Range`` support; ``cut[name] = n``
-    closes the connection after ``n`` bytes of the next response for that file."""
+    closes the connection after ``n`` bytes of the next response for that file;
+    ``mode = "ignore-range"`` answers every request with the whole file (200),
+    ``mode = "bad-range"`` resumes one byte early (a 206 that does not fit)."""
 
     def __init__(self, root: Path):
-        self.root, self.cut, self.ranges = Path(root), {}, []
+        self.root, self.cut, self.ranges, self.mode = Path(root), {}, [], ""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,8 +52,9 @@ class Server:
                 start = 0
                 header = self.headers.get("Range")
                 server.ranges.append((name, header))
-                if header:
+                if header and server.mode != "ignore-range":
                     start = int(header.split("=")[1].split("-")[0])
+                    start -= server.mode == "bad-range"
                     if start >= len(data):
                         self.send_response(416)
                         self.end_headers()
@@ -82,16 +86,12 @@ class Server:
         self.httpd.server_close()
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_files_are_hash_checked_cached_and_resumed_after_a_cut(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "a.bin").write_bytes(bytes(range(256)) * 4096)  # 1 MiB
     (site / "b.txt").write_text("second file\n")
-    files = {"a.bin": _sha256(site / "a.bin"), "sub/b.txt": _sha256(site / "b.txt")}
+    files = {"a.bin": sha256_file(site / "a.bin"), "sub/b.txt": sha256_file(site / "b.txt")}
     (site / "sub").mkdir()
     shutil.copy(site / "b.txt", site / "sub" / "b.txt")
     dest = tmp_path / "dest"
@@ -108,7 +108,7 @@ def test_files_are_hash_checked_cached_and_resumed_after_a_cut(tmp_path):
         got = fetch_files(spec, dest, progress=False)
         assert ("a.bin", f"bytes={have}-") in srv.ranges
         assert [p.name for p in got] == ["a.bin", "b.txt"]
-        assert _sha256(got[0]) == files["a.bin"] and not (dest / ".a.bin.part").exists()
+        assert sha256_file(got[0]) == files["a.bin"] and not (dest / ".a.bin.part").exists()
         # cached: nothing is requested again
         n = len(srv.ranges)
         fetch_files(spec, dest, progress=False)
@@ -119,6 +119,24 @@ def test_files_are_hash_checked_cached_and_resumed_after_a_cut(tmp_path):
         assert not (dest / "c.txt").exists()
         with pytest.raises(FetchError, match="HTTP 404"):
             fetch_files({"x": (srv.url + "missing", None)}, dest, progress=False)
+        # a server that ignores the range: the download starts over, and is right
+        (dest / "a.bin").unlink()
+        srv.cut["a.bin"] = 200_000
+        with pytest.raises(FetchError):
+            fetch_files(spec, dest, progress=False)
+        srv.mode = "ignore-range"
+        assert sha256_file(fetch_files(spec, dest, progress=False)[0]) == files["a.bin"]
+        # one that resumes at another byte: the kept part is dropped, the next call is right
+        (dest / "a.bin").unlink()
+        srv.mode, srv.cut["a.bin"] = "", 200_000
+        with pytest.raises(FetchError):
+            fetch_files(spec, dest, progress=False)
+        srv.mode = "bad-range"
+        with pytest.raises(FetchError, match="another byte"):
+            fetch_files(spec, dest, progress=False)
+        assert not (dest / ".a.bin.part").exists()
+        srv.mode = ""
+        assert sha256_file(fetch_files(spec, dest, progress=False)[0]) == files["a.bin"]
 
 
 def test_no_network_is_a_clear_error(tmp_path):
@@ -135,7 +153,7 @@ def test_annotations_fetched_are_the_real_files_and_found_by_default(tmp_path, m
     with Server(SHARED_ANNOTATIONS_DIR) as srv:
         folder = fetch_emotion_annotations(tmp_path, url=srv.url, progress=False)
     assert sorted(p.name for p in folder.glob("*.csv")) == sorted(ANNOTATION_FILES)
-    assert all(_sha256(folder / n) == h for n, h in ANNOTATION_FILES.items())
+    assert all(sha256_file(folder / n) == h for n, h in ANNOTATION_FILES.items())
     # without ../shared, the fetched copy is what the chapters use by default
     monkeypatch.setattr("emolib.datasets.forrest.SHARED_ANNOTATIONS_DIR", tmp_path / "none")
     assert resolve_annotations_dir(None, tmp_path) == folder
@@ -151,7 +169,7 @@ def test_ds000113_runs_are_fetched_into_a_tree_the_pipeline_reads(tiny_dataset, 
     assert sorted(zip(runs.runs["subject"], runs.runs["run"], strict=True)) == [
         ("01", 1), ("01", 3), ("02", 1), ("02", 3)]
     for path in runs.runs["path"]:
-        assert _sha256(path) == _sha256(tiny_dataset / "ds000113" / path.relative_to(root))
+        assert sha256_file(path) == sha256_file(tiny_dataset / "ds000113" / path.relative_to(root))
     # the chapters find it there without a bids_dir
     src = obtain_dataset("bids", "t", data_dir=tmp_path, annotations_dir=tiny_dataset /
                          "annotations")
@@ -194,5 +212,10 @@ def test_bold5000_release_zips_are_fetched_and_extracted_into_the_release_layout
         with pytest.raises(FetchError, match="bytes.*recorded"):
             fetch_bold5000_release(tmp_path / "data2", rois=bad, stimuli=None, progress=False)
         bad = {**rois, "name": "rois3.zip", "md5": "0" * 32}
-        with pytest.raises(FetchError, match="hash"):
+        with pytest.raises(FetchError, match="MD5 .* recorded.*kept"):
             fetch_bold5000_release(tmp_path / "data3", rois=bad, stimuli=None, progress=False)
+        # kept, not deleted: accepting it costs no new download
+        n = len(srv.ranges)
+        fetch_bold5000_release(tmp_path / "data3", rois={**bad, "md5": None}, stimuli=None,
+                               progress=False)
+        assert len(srv.ranges) == n

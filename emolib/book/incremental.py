@@ -2,11 +2,15 @@
 depends on changed, and the book says what ran, when, for how long and where.
 
 What a chapter's executed notebook depends on (:func:`execution_inputs`): the source of its
-notebook, the parameters it runs with, the code of the ``emolib`` package, the versions of the
-tracked packages, and the manifests of the chapters before it in the profile (what it reads).
-The runner records these inputs, hashed, in the executed notebook's metadata
-(``metadata.emolib``), with what the chapter itself wrote (its stage folder's manifests), the
-wall time, the device and the time it ran. :func:`cache_status` compares them with today's:
+notebook, the parameters it runs with, the code of the ``emolib`` package and of the
+benchmarks, the versions of the tracked packages, the files its path parameters point at (and
+the annotation, BIDS and release folders found by default when those are None; their file
+names, sizes and modification times), and the manifests and parameters of the chapters
+before it in the profile (what it reads; the methods chapter, which reads all, runs last).
+The runner records these inputs in the executed notebook's metadata (``metadata.emolib``:
+their fingerprint, and a copy with machine paths shown as the book shows them), with what the
+chapter itself wrote (its stage folder's manifests), the wall time, the device and the time
+it ran. :func:`cache_status` compares them with today's:
 ``make book`` after a change reruns that chapter and the ones after it; with nothing changed it
 runs nothing (``--force`` reruns everything).
 
@@ -24,13 +28,20 @@ from pathlib import Path
 
 import nbformat
 
-from emolib.manifest import describe_changes, fingerprint, jsonable, package_versions, write_json
-from emolib.paths import REPO_ROOT, get_derived_dir
+from emolib.manifest import (
+    describe_changes,
+    fingerprint,
+    jsonable,
+    package_versions,
+    sha256_file,
+    write_json,
+)
+from emolib.paths import REPO_ROOT, display_value, get_derived_dir
 
 __all__ = [
     "METADATA_KEY", "REPORT_PAGE", "RUN_FILE", "cache_status", "device_name",
-    "execution_inputs", "package_digest", "read_record", "record_execution", "stage_manifests",
-    "write_execution_report", "write_run_statuses",
+    "execution_inputs", "files_digest", "package_digest", "read_record", "record_execution",
+    "stage_manifests", "write_execution_report", "write_run_statuses",
 ]
 
 #: Key of the execution record in an executed notebook's metadata.
@@ -41,39 +52,95 @@ REPORT_PAGE = "execution.md"
 RUN_FILE = ".execution.json"
 
 
-def package_digest(root: Path = REPO_ROOT / "emolib") -> str:
-    """SHA-256 over the ``emolib`` package's Python sources (paths and bytes, sorted)."""
+#: Parameters that name files or folders a chapter reads (besides ``data_dir``).
+PATH_PARAMETERS = ("annotations_dir", "bids_dir", "release_dir", "bold5000_dir", "weights",
+                   "mask", "atlas")
+
+
+def package_digest(roots: tuple[Path, ...] = (REPO_ROOT / "emolib", REPO_ROOT / "benchmarks")
+                   ) -> str:
+    """SHA-256 over the Python sources of the package and of the benchmarks (which the
+    performance chapter runs): paths and contents, sorted."""
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            h.update(f"{root.name}/{path.relative_to(root).as_posix()}".encode())
+            h.update(sha256_file(path).encode())
     return h.hexdigest()
 
 
+def files_digest(path: str | os.PathLike) -> str | None:
+    """Fingerprint of the files at ``path`` (a file, or a folder's files: relative names,
+    sizes and modification times, no contents read); None where nothing is."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        st = p.stat()
+        return fingerprint([p.name, st.st_size, st.st_mtime_ns])
+    if p.is_dir():
+        return fingerprint(sorted([f.relative_to(p).as_posix(), f.stat().st_size,
+                                   f.stat().st_mtime_ns] for f in p.rglob("*") if f.is_file()))
+    return None
+
+
+def _read_folders(parameters: dict) -> dict[str, str | None]:
+    """The files and folders a chapter reads, by parameter: those given, and where None the
+    ones the datasets layer falls back to (shared or fetched annotations, fetched data)."""
+    from emolib.datasets import real_data_dir, resolve_annotations_dir
+
+    data_dir = parameters.get("data_dir")
+    out = {}
+    for name in PATH_PARAMETERS:
+        if name not in parameters:
+            continue
+        value = parameters[name]
+        if value is None and name == "annotations_dir":
+            value = resolve_annotations_dir(None, data_dir)
+        elif value is None and (name, parameters.get("source")) in (
+                ("bids_dir", "bids"), ("release_dir", "release")):
+            value = real_data_dir(data_dir) / ("ds000113" if name == "bids_dir" else "bold5000")
+        if isinstance(value, (str, Path)):
+            out[name] = files_digest(value)
+    return out
+
+
 def stage_manifests(stage: str, profile: str, data_dir=None) -> dict[str, str]:
-    """``{path: sha256}`` of every ``manifest.json`` in a stage's derived folder (relative to
-    the data folder; empty when the stage wrote none)."""
+    """``{path: sha256}`` of every ``manifest.json`` and ``parameters.json`` in a stage's
+    derived folder (paths relative to the data folder; empty when the stage wrote none)."""
     folder = get_derived_dir(stage, profile, data_dir, create=False)
     if not folder.is_dir():
         return {}
     root = folder.parents[2]
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("manifest.json"))}
+    files = [*folder.rglob("manifest.json"), *folder.rglob("parameters.json")]
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(files)}
+
+
+def _own_outputs(path: Path, parameters: dict) -> dict[str, str]:
+    return stage_manifests(path.stem, str(parameters.get("profile", "")),
+                           parameters.get("data_dir"))
 
 
 def execution_inputs(name: str, parameters: dict, upstream: list[str],
-                     notebooks_dir: Path) -> dict:
-    """Everything the executed notebook of chapter ``name`` depends on (see the module)."""
+                     notebooks_dir: Path, package: str | None = None) -> dict:
+    """Everything the executed notebook of chapter ``name`` depends on (see the module);
+    ``package``: :func:`package_digest`, when the caller computed it once for many."""
     profile = str(parameters.get("profile", ""))
     data_dir = parameters.get("data_dir")
-    source = notebooks_dir / f"{name}.py"
     return {
-        "source": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "source": sha256_file(notebooks_dir / f"{name}.py"),
         "parameters": jsonable(parameters),
-        "package": package_digest(),
+        "package": package or package_digest(),
         "versions": package_versions(),
+        "files": _read_folders(parameters),
         "upstream": {stage: stage_manifests(stage, profile, data_dir) for stage in upstream},
     }
+
+
+def _shown_inputs(inputs: dict) -> dict:
+    """The inputs as the published notebook keeps them: machine paths as the book shows
+    them (:func:`emolib.paths.display_value`)."""
+    data_dir = inputs["parameters"].get("data_dir")
+    return {**inputs, "parameters": {k: display_value(v, data_dir)
+                                     for k, v in inputs["parameters"].items()}}
 
 
 def read_record(path: Path) -> dict | None:
@@ -92,15 +159,13 @@ def cache_status(path: Path, inputs: dict) -> tuple[bool, str]:
     if not path.is_file():
         return False, "never run"
     record = read_record(path)
-    if not record or "inputs" not in record:
+    if not record or "key" not in record:
         return False, "run before execution records were kept"
-    if fingerprint(record["inputs"]) != fingerprint(inputs):
-        changes = describe_changes(record["inputs"], jsonable(inputs))
-        return False, "; ".join(changes[:4]) + (" ..." if len(changes) > 4 else "")
-    parameters = inputs["parameters"]
-    now = stage_manifests(path.stem, str(parameters.get("profile", "")),
-                          parameters.get("data_dir"))
-    if now != record.get("outputs", {}):
+    if record["key"] != fingerprint(inputs):
+        changes = describe_changes(record.get("inputs", {}), jsonable(_shown_inputs(inputs)))
+        return False, ("; ".join(changes[:4]) + (" ..." if len(changes) > 4 else "")
+                       or "inputs changed")
+    if _own_outputs(path, inputs["parameters"]) != record.get("outputs", {}):
         return False, "its outputs changed or are gone"
     return True, "unchanged"
 
@@ -121,9 +186,9 @@ def record_execution(path: Path, inputs: dict, wall_s: float) -> dict:
     """Write the execution record into the executed notebook at ``path``; returns it."""
     parameters = inputs["parameters"]
     record = {
-        "inputs": jsonable(inputs),
-        "outputs": stage_manifests(path.stem, str(parameters.get("profile", "")),
-                                   parameters.get("data_dir")),
+        "key": fingerprint(inputs),
+        "inputs": jsonable(_shown_inputs(inputs)),
+        "outputs": _own_outputs(path, parameters),
         "wall_s": round(float(wall_s), 1),
         "device": device_name(),
         "profile": parameters.get("profile"),
@@ -138,9 +203,15 @@ def record_execution(path: Path, inputs: dict, wall_s: float) -> dict:
 
 
 def write_run_statuses(book_dir: Path, statuses: dict[str, dict]) -> Path:
-    """Record what the last runner invocation did with each chapter (``run``, ``cached``,
-    ``failed`` with the reason), for the report."""
-    return write_json(Path(book_dir) / RUN_FILE, statuses, indent=1)
+    """Record what the last runner invocation did with each chapter it ran (``run``,
+    ``cached``, ``failed`` with the reason), for the report; the other chapters keep the
+    status of the invocation that last ran them (``--only``)."""
+    path = Path(book_dir) / RUN_FILE
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    return write_json(path, {**old, **statuses}, indent=1)
 
 
 def write_execution_report(book_dir: Path, chapters: list[str]) -> Path:
@@ -150,9 +221,10 @@ def write_execution_report(book_dir: Path, chapters: list[str]) -> Path:
         statuses = json.loads((book_dir / RUN_FILE).read_text())
     except (OSError, ValueError):
         statuses = {}
-    rows = []
+    rows, total = [], 0.0
     for name in chapters:
         record = read_record(book_dir / f"{name}.ipynb") or {}
+        total += record.get("wall_s", 0)
         status = statuses.get(name, {})
         rows.append("| " + " | ".join([
             f"{{doc}}`{name}`" if (book_dir / f"{name}.ipynb").is_file() else name,
@@ -163,7 +235,6 @@ def write_execution_report(book_dir: Path, chapters: list[str]) -> Path:
             str(record.get("device", "-")),
             status.get("reason", "").replace("|", "/") or "-",
         ]) + " |")
-    total = sum((read_record(book_dir / f"{n}.ipynb") or {}).get("wall_s", 0) for n in chapters)
     text = "\n".join([
         "# Execution report", "",
         "How each chapter of this book was produced. *Status* is what the last build did: "

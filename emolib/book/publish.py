@@ -96,17 +96,23 @@ def stage_published_tree(dest: Path, book_dir: Path = REPO_ROOT / "book") -> lis
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
-    files = published_files(book_dir)
+    repository = book_repository()
+    files = published_files(book_dir, repository)
     executed = {p.name: p for p in _executed(book_dir)}
-    prefix = book_repository().path_to_book
     for rel in files:
         name = Path(rel).name
-        src = executed[name] if Path(rel).parent == Path(prefix) and name in executed else (
-            REPO_ROOT / rel)
+        src = executed[name] if (Path(rel).parent == Path(repository.path_to_book)
+                                 and name in executed) else REPO_ROOT / rel
         if not src.is_file():  # tracked but deleted in the work tree
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest / rel)
+    # main ignores the executed notebooks; on this branch they are the point: a push that
+    # adds everything (git add --all) must take them
+    ignore = dest / ".gitignore"
+    pattern = f"{repository.path_to_book}/*.ipynb" if repository.path_to_book else "*.ipynb"
+    ignore.write_text((ignore.read_text() if ignore.is_file() else "")
+                      + f"\n# the launch branch: executed chapters are published\n!{pattern}\n")
     return files
 
 

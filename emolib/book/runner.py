@@ -2,8 +2,8 @@
 
 Two stages, as in Project Pythia and NCAR CUPiD: papermill executes each jupytext notebook of
 ``notebooks/`` with a profile's parameters and writes the executed ``.ipynb`` into ``book/``;
-Jupyter Book only renders them (``execute_notebooks: off``). Any error stops the run and names
-the notebook and the cell that failed.
+Jupyter Book only renders them (``execute_notebooks: off``). A failing notebook is named with
+its cell; the others still run, and the run exits non-zero with every failure.
 
 Incremental: a notebook whose inputs are unchanged since its executed notebook was made is
 not run again (:mod:`emolib.book.incremental`; ``--force`` runs all); every failure is
@@ -33,6 +33,7 @@ import yaml
 from emolib.book.incremental import (
     cache_status,
     execution_inputs,
+    package_digest,
     record_execution,
     write_execution_report,
     write_run_statuses,
@@ -190,6 +191,32 @@ def _shown(name: str, value, data_dir):
                                                                                    data_dir)
 
 
+def _scrub_outputs(nb: nbformat.NotebookNode, data_dir) -> None:
+    """Machine paths in the outputs (warnings name source files, messages name folders)
+    replaced as :func:`emolib.paths.display_path` writes them: data folder first, then the
+    repository and its parent."""
+    from emolib.paths import get_data_dir
+
+    roots = [(str(get_data_dir(data_dir, create=False)), "<data>"), (str(REPO_ROOT), "."),
+             (str(REPO_ROOT.parent), "..")]
+    roots = [(r, s) for r, s in roots if r != str(Path(r).anchor)]
+
+    def scrub(text: str) -> str:
+        for root, short in roots:
+            text = text.replace(root, short)
+        return text
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if "text" in out:
+                out["text"] = scrub(out["text"])
+            for mime, value in out.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, str):
+                    out["data"][mime] = scrub(value)
+            if "traceback" in out:
+                out["traceback"] = [scrub(line) for line in out["traceback"]]
+
+
 def present_parameters(path: Path) -> dict:
     """Make an executed notebook read as a paper page.
 
@@ -225,10 +252,19 @@ def present_parameters(path: Path) -> dict:
     # data folder as None (a reader's own, for Run All in a launched copy)
     data_dir = effective.get("data_dir")
     shown = {k: _shown(k, v, data_dir) for k, v in effective.items()}
+    # in the injected cell a machine path becomes None (the default: the reader's own data
+    # folder, or what make data fetched), so that Run All works in a launched copy
     nb.cells[where].source = "# Parameters\n" + "".join(
-        f"{k} = {shown[k]!r}\n" if shown[k] == v else
-        f"{k} = {shown[k]!r}  # this run's: {'its data folder' if k == 'data_dir' else 'path'}"
-        f" (not published)\n" for k, v in injected.items())
+        f"{k} = {v!r}\n" if shown[k] == v else
+        f"{k} = None  # this run's: {shown[k] if k != 'data_dir' else 'its data folder'}\n"
+        for k, v in injected.items())
+    _scrub_outputs(nb, data_dir)
+    papermill = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):  # the build machine's temporary files
+        papermill.pop(key, None)
+    if "parameters" in papermill:
+        papermill["parameters"] = {k: _shown(k, v, data_dir)
+                                   for k, v in papermill["parameters"].items()}
     items = [f"`{k} = {_format_value(shown[k])}`" + (" *(profile)*" if k in injected and
                                                       injected[k] != defaults.get(k) else "")
              for k in effective]
@@ -284,13 +320,14 @@ def copy_book_sources(dest: Path) -> Path:
 
 
 def build_book(book_dir: Path = BOOK_DIR, warnings_as_errors: bool = True,
-               all_pages: bool = True) -> Path:
+               all_pages: bool = True, builder: str = "html") -> Path:
     """Render ``book_dir`` with Jupyter Book (config and toc at the repository root) into
     ``book_dir/_build/html``; returns the path of its ``index.html``.
 
     The execution report page (:func:`emolib.book.incremental.write_execution_report`) is
     written first. ``all_pages=False`` lets Sphinx redo only the pages whose files changed
-    (what ``make book`` does after a run that reused chapters).
+    (what ``make book`` does after a run that reused chapters). ``builder``: a Sphinx
+    builder of Jupyter Book (``"linkcheck"`` checks the external links: ``make linkcheck``).
     """
     book_dir = Path(book_dir)
     stage_static_assets(book_dir)
@@ -299,6 +336,7 @@ def build_book(book_dir: Path = BOOK_DIR, warnings_as_errors: bool = True,
         str(Path(sys.executable).with_name("jupyter-book")), "build", str(book_dir),
         "--config", str(REPO_ROOT / "_config.yml"), "--toc", str(REPO_ROOT / "_toc.yml"),
         "--path-output", str(book_dir), *(["--all"] if all_pages else []),
+        "--builder", builder,
     ]
     if warnings_as_errors:
         cmd += ["-W", "--keep-going"]
@@ -334,11 +372,13 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
     # every name of the profile checked before any notebook runs
     check_profile(spec, {n: declared_parameters(n) for n in spec["notebooks"]})
     order = list(spec["notebooks"])
+    package = package_digest()  # once: the sources do not change during the run
     total = time.perf_counter()
     statuses, failures = {}, []
     for i, name in enumerate(names, start=1):
         params = notebook_parameters(spec, name)
-        inputs = execution_inputs(name, params, order[:order.index(name)], NOTEBOOKS_DIR)
+        inputs = execution_inputs(name, params, order[:order.index(name)], NOTEBOOKS_DIR,
+                                  package)
         fresh, why = (False, "--force") if force else cache_status(
             book_dir / f"{name}.ipynb", inputs)
         head = f"[{i}/{len(names)}] {name} (profile {spec['name']})"

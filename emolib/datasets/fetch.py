@@ -73,7 +73,7 @@ BOLD5000_ROIS = {"url": "https://ndownloader.figshare.com/files/12965447",
                  "name": "BOLD5000_ROIs.zip", "md5": "f7f4a987e52c6f8d5f53da0b45ee8eba",
                  "size": 4_212_682_377}
 #: BOLD5000 stimulus images (``BOLD5000_Stimuli/``), where a third-party staging script
-#: fetches them; no hash is published (the SHA-256 of what arrived is recorded beside it).
+#: fetches them; no hash is published (pooch logs the SHA-256 of what arrived).
 BOLD5000_STIMULI = {"url": "https://www.dropbox.com/s/5ie18t4rjjvsl47/BOLD5000_Stimuli.zip?dl=1",
                     "name": "BOLD5000_Stimuli.zip", "md5": None, "size": None}
 #: torchvision's IMAGENET1K_V1 ResNet-50 weights (the name holds the SHA-256's first digits).
@@ -111,14 +111,25 @@ class _ResumableDownloader:
         out = Path(output_file)
         part = out.parent / f".{self.name}.part"
         have = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        # byte ranges count the bytes on the wire: ask for them unencoded
+        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
         try:
             with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as r:
-                if r.status_code == 416:  # nothing left to send: the part is complete
+                size = _range_total(r.headers.get("Content-Range", ""))
+                if r.status_code == 416 and size == have:  # nothing left: the part is whole
                     pass
+                elif r.status_code == 416:  # the part is not a prefix of this file
+                    part.unlink()
+                    raise FetchError(f"{url}: the kept partial download ({have} bytes) does "
+                                     f"not fit the file ({size} bytes); removed, run again")
                 elif r.status_code not in (200, 206):
                     raise FetchError(f"{url}: the server answered HTTP {r.status_code}")
                 else:
+                    if r.status_code == 206 and _range_start(r.headers.get(
+                            "Content-Range", "")) != have:
+                        part.unlink()
+                        raise FetchError(f"{url}: the server resumed at another byte than "
+                                         f"the {have} kept; removed, run again")
                     if r.status_code == 200:  # the range was ignored: from the start
                         have = 0
                     total = r.headers.get("Content-Length")
@@ -141,6 +152,18 @@ class _ResumableDownloader:
             raise FetchError(f"{url}: the download broke off ({type(err).__name__}); run "
                              "again to resume") from None
         shutil.move(part, out)
+
+
+def _range_start(content_range: str) -> int | None:
+    """First byte of a ``Content-Range: bytes a-b/n`` header (None if absent)."""
+    head = content_range.removeprefix("bytes ").split("/")[0]
+    return int(head.split("-")[0]) if head[:1].isdigit() else None
+
+
+def _range_total(content_range: str) -> int | None:
+    """Total size of a ``Content-Range`` header (``bytes a-b/n`` or ``bytes */n``)."""
+    tail = content_range.rpartition("/")[2]
+    return int(tail) if tail.isdigit() else None
 
 
 def fetch_files(
@@ -283,7 +306,9 @@ def fetch_bold5000_release(
     """The BOLD5000 Release 1.0 ROI patterns (and the stimulus images), extracted.
 
     ``rois`` and ``stimuli`` are ``{"url", "name", "md5", "size"}`` (the defaults:
-    :data:`BOLD5000_ROIS`, :data:`BOLD5000_STIMULI`); ``stimuli=None`` skips the images.
+    :data:`BOLD5000_ROIS`, :data:`BOLD5000_STIMULI`); ``stimuli=None`` skips the images. A
+    download whose size or MD5 differs from the recorded ones is kept and reported
+    (:class:`FetchError`), not deleted.
     Returns ``<data>/real/bold5000``, holding ``ROIs/`` and ``BOLD5000_Stimuli/`` as the
     chapter's ``release_dir``.
     """
@@ -292,12 +317,22 @@ def fetch_bold5000_release(
     for spec, member in ((rois, "ROIs"), (stimuli, "BOLD5000_Stimuli")):
         if spec is None:
             continue
-        known = f"md5:{spec['md5']}" if spec.get("md5") else None
-        (archive,) = fetch_files({spec["name"]: (spec["url"], known)}, downloads,
+        # the recorded size and MD5 are checked after the download, which is kept whatever
+        # they say: they come from a third party, and 4 GB are not fetched again for a typo
+        (archive,) = fetch_files({spec["name"]: (spec["url"], None)}, downloads,
                                  progress=progress)
+        problems = []
         if spec.get("size") is not None and archive.stat().st_size != spec["size"]:
-            raise FetchError(f"{spec['url']}: {archive.stat().st_size} bytes, "
-                             f"{spec['size']} recorded")
+            problems.append(f"{archive.stat().st_size} bytes, {spec['size']} recorded")
+        if spec.get("md5"):
+            with open(archive, "rb") as fh:
+                md5 = hashlib.file_digest(fh, "md5").hexdigest()
+            if md5 != spec["md5"]:
+                problems.append(f"MD5 {md5}, {spec['md5']} recorded")
+        if problems:
+            raise FetchError(f"{spec['url']}: {'; '.join(problems)}. The download is kept at "
+                             f"{archive}: check it (e.g. unzip -t) and, if the recorded values "
+                             "are what is wrong, pass md5=None and size=None to use it")
         _extract(archive, root, member)
     return root
 
