@@ -15,7 +15,8 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_DATA_DIR", "REPO_ROOT", "SHARED_ANNOTATIONS_DIR", "atomic_output_dir",
-    "display_command", "display_path", "display_value", "get_data_dir", "get_derived_dir",
+    "display_command", "display_path", "display_roots", "display_value", "get_data_dir",
+    "get_derived_dir",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,15 @@ def get_data_dir(data_dir: str | os.PathLike | None = None, *, create: bool = Tr
     return path
 
 
+def display_roots(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """The folders the book names by a short prefix, most specific first: the data folder
+    (``<data>``), the repository (``.``) and its parent (``..``; left out where it is the
+    file system's root, which would take in everything)."""
+    roots = [(get_data_dir(data_dir, create=False), "<data>"), (REPO_ROOT, "."),
+             (REPO_ROOT.parent, "..")]
+    return [(root, prefix) for root, prefix in roots if root != Path(root.anchor)]
+
+
 def display_path(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> str:
     """A path as the book shows it: never the absolute path of the machine that built it.
 
@@ -58,10 +68,7 @@ def display_path(path: str | os.PathLike, data_dir: str | os.PathLike | None = N
     ``/mnt/openneuro/ds000113`` is ``.../openneuro/ds000113``).
     """
     p = Path(path).expanduser().resolve()
-    for root, prefix in ((get_data_dir(data_dir, create=False), "<data>"),
-                         (REPO_ROOT, "."), (REPO_ROOT.parent, "..")):
-        if root == Path(root.anchor):  # a repository at /app: its parent is everything
-            continue
+    for root, prefix in display_roots(data_dir):
         if p == root or root in p.parents:
             rel = p.relative_to(root).as_posix()
             return prefix if rel == "." else f"{prefix}/{rel}"

@@ -77,15 +77,16 @@ def files_digest(path: str | os.PathLike) -> str | None:
         st = p.stat()
         return fingerprint([p.name, st.st_size, st.st_mtime_ns])
     if p.is_dir():
-        return fingerprint(sorted([f.relative_to(p).as_posix(), f.stat().st_size,
-                                   f.stat().st_mtime_ns] for f in p.rglob("*") if f.is_file()))
+        stats = ((f, f.stat()) for f in p.rglob("*") if f.is_file())
+        return fingerprint(sorted([f.relative_to(p).as_posix(), st.st_size, st.st_mtime_ns]
+                                  for f, st in stats))
     return None
 
 
 def _read_folders(parameters: dict) -> dict[str, str | None]:
     """The files and folders a chapter reads, by parameter: those given, and where None the
     ones the datasets layer falls back to (shared or fetched annotations, fetched data)."""
-    from emolib.datasets import real_data_dir, resolve_annotations_dir
+    from emolib.datasets import fetched_dir, resolve_annotations_dir
 
     data_dir = parameters.get("data_dir")
     out = {}
@@ -97,7 +98,7 @@ def _read_folders(parameters: dict) -> dict[str, str | None]:
             value = resolve_annotations_dir(None, data_dir)
         elif value is None and (name, parameters.get("source")) in (
                 ("bids_dir", "bids"), ("release_dir", "release")):
-            value = real_data_dir(data_dir) / ("ds000113" if name == "bids_dir" else "bold5000")
+            value = fetched_dir("ds000113" if name == "bids_dir" else "bold5000", data_dir)
         if isinstance(value, (str, Path)):
             out[name] = files_digest(value)
     return out

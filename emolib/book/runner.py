@@ -195,15 +195,13 @@ def _scrub_outputs(nb: nbformat.NotebookNode, data_dir) -> None:
     """Machine paths in the outputs (warnings name source files, messages name folders)
     replaced as :func:`emolib.paths.display_path` writes them: data folder first, then the
     repository and its parent."""
-    from emolib.paths import get_data_dir
+    from emolib.paths import display_roots
 
-    roots = [(str(get_data_dir(data_dir, create=False)), "<data>"), (str(REPO_ROOT), "."),
-             (str(REPO_ROOT.parent), "..")]
-    roots = [(r, s) for r, s in roots if r != str(Path(r).anchor)]
+    roots = display_roots(data_dir)
 
     def scrub(text: str) -> str:
         for root, short in roots:
-            text = text.replace(root, short)
+            text = text.replace(str(root), short)
         return text
 
     for cell in nb.cells:

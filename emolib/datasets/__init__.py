@@ -20,12 +20,14 @@ from emolib.datasets.bold5000 import (
     obtain_bold5000_release,
 )
 from emolib.datasets.fetch import (
+    FETCHED,
     FetchError,
     fetch_bold5000_release,
     fetch_ds000113,
     fetch_emotion_annotations,
     fetch_files,
     fetch_resnet50_weights,
+    fetched_dir,
     real_data_dir,
 )
 from emolib.datasets.forrest import DatasetSource, obtain_dataset, resolve_annotations_dir
@@ -33,6 +35,6 @@ from emolib.datasets.forrest import DatasetSource, obtain_dataset, resolve_annot
 __all__ = [
     "BOLD5000_SOURCES", "Bold5000Release", "Bold5000Source", "DatasetSource", "FetchError",
     "fetch_bold5000_release", "fetch_ds000113", "fetch_emotion_annotations", "fetch_files",
-    "fetch_resnet50_weights", "obtain_bold5000", "obtain_bold5000_release", "obtain_dataset",
-    "real_data_dir", "resolve_annotations_dir",
+    "fetch_resnet50_weights", "fetched_dir", "FETCHED", "obtain_bold5000",
+    "obtain_bold5000_release", "obtain_dataset", "real_data_dir", "resolve_annotations_dir",
 ]

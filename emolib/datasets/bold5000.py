@@ -277,9 +277,9 @@ def obtain_bold5000_release(
     generated, truth, reuse = False, None, None
     if source == "release":
         if release_dir is None:  # where fetch_bold5000_release (make data) puts it
-            from emolib.datasets.fetch import real_data_dir
+            from emolib.datasets.fetch import fetched_dir
 
-            release_dir = real_data_dir(data_dir) / "bold5000"
+            release_dir = fetched_dir("bold5000", data_dir)
             if not release_dir.is_dir():
                 raise ValueError("source='release' needs release_dir, the folder holding "
                                  f"ROIs/ and BOLD5000_Stimuli/; none given and none fetched "

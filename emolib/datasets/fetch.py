@@ -39,10 +39,10 @@ from emolib.io.bids import STUDYFORREST_SUBJECTS
 from emolib.paths import atomic_output_dir, get_data_dir
 
 __all__ = [
-    "ANNOTATIONS_URL", "ANNOTATION_FILES", "BOLD5000_ROIS", "BOLD5000_STIMULI", "FetchError",
-    "OPENNEURO_URL", "RESNET50_URL", "fetch_bold5000_release", "fetch_ds000113",
-    "fetch_emotion_annotations", "fetch_files", "fetch_resnet50_weights", "main",
-    "real_data_dir",
+    "ANNOTATIONS_URL", "ANNOTATION_FILES", "BOLD5000_ROIS", "BOLD5000_STIMULI", "FETCHED",
+    "FetchError", "OPENNEURO_URL", "RESNET50_URL", "fetch_bold5000_release", "fetch_ds000113",
+    "fetch_emotion_annotations", "fetch_files", "fetch_resnet50_weights", "fetched_dir",
+    "main", "real_data_dir",
 ]
 
 #: Raw annotation files of Labs et al. (2015) on GitHub.
@@ -91,6 +91,17 @@ class FetchError(RuntimeError):
 def real_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Where fetched real data are cached: ``<data>/real``."""
     return get_data_dir(data_dir) / "real"
+
+
+#: Folder of each fetched dataset below :func:`real_data_dir`.
+FETCHED = {"annotations": "studyforrest/gump_emotions/raw", "ds000113": "ds000113",
+           "bold5000": "bold5000"}
+
+
+def fetched_dir(what: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Where the fetcher of ``what`` (a key of :data:`FETCHED`) puts its data, and where the
+    notebooks look for them when no folder is given."""
+    return real_data_dir(data_dir) / FETCHED[what]
 
 
 class _ResumableDownloader:
@@ -226,7 +237,7 @@ def fetch_emotion_annotations(
     Returns the folder, ``<data>/real/studyforrest/gump_emotions/raw``, to pass as the
     ``annotations_dir`` of the book's chapter 01 (found there by default).
     """
-    dest = real_data_dir(data_dir) / "studyforrest" / "gump_emotions" / "raw"
+    dest = fetched_dir("annotations", data_dir)
     fetch_files({n: (url + n, h) for n, h in ANNOTATION_FILES.items()}, dest,
                 progress=progress)
     return dest
@@ -270,7 +281,7 @@ def fetch_ds000113(
     names = ["dataset_description.json", "task-movie_bold.json"]
     names += [f"sub-{s}/ses-movie/func/sub-{s}_ses-movie_task-movie_run-{r}_bold.nii.gz"
               for s in subjects for r in runs]
-    dest = real_data_dir(data_dir) / "ds000113"
+    dest = fetched_dir("ds000113", data_dir)
     fetch_files({n: (url + n, None) for n in names}, dest, progress=progress)
     return dest
 
@@ -312,7 +323,7 @@ def fetch_bold5000_release(
     Returns ``<data>/real/bold5000``, holding ``ROIs/`` and ``BOLD5000_Stimuli/`` as the
     chapter's ``release_dir``.
     """
-    root = real_data_dir(data_dir) / "bold5000"
+    root = fetched_dir("bold5000", data_dir)
     downloads = root / "downloads"
     for spec, member in ((rois, "ROIs"), (stimuli, "BOLD5000_Stimuli")):
         if spec is None:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from emolib.datasets.fetch import real_data_dir
+from emolib.datasets.fetch import fetched_dir
 from emolib.errors import InputDataError
 from emolib.forrest.timing import STUDYFORREST, RunTiming
 from emolib.manifest import describe_changes
@@ -65,8 +65,7 @@ def resolve_annotations_dir(annotations_dir: str | os.PathLike | None,
         if not path.is_dir():
             raise InputDataError(path, "annotation folder does not exist")
         return path.resolve()
-    fetched = real_data_dir(data_dir) / "studyforrest" / "gump_emotions" / "raw"
-    for folder in (SHARED_ANNOTATIONS_DIR, fetched):
+    for folder in (SHARED_ANNOTATIONS_DIR, fetched_dir("annotations", data_dir)):
         if folder.is_dir() and any(folder.glob("*.csv")):
             return folder
     return None
@@ -118,7 +117,7 @@ def obtain_dataset(
     ann = resolve_annotations_dir(annotations_dir, data_dir)
     if source == "bids":
         if bids_dir is None:  # where fetch_ds000113 (make data) puts it
-            bids_dir = real_data_dir(data_dir) / "ds000113"
+            bids_dir = fetched_dir("ds000113", data_dir)
             if not bids_dir.is_dir():
                 raise ValueError(f"source='bids' needs bids_dir, the root of ds000113; none "
                                  f"given and none fetched into {bids_dir} (make data, or "
