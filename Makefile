@@ -45,10 +45,10 @@ linkcheck: $(STAMP)
 	$(PY) -m emolib.book --profile smoke --no-build
 	$(PY) -c "from emolib.book.runner import build_book; build_book(builder='linkcheck', warnings_as_errors=False)"
 
-## Run the test suite (offline, seeded; runs every notebook with the smoke profile, builds the
+## Run the test suite on every core (pytest-xdist; offline, seeded; runs every notebook with the smoke profile, builds the
 ## smoke book and opens every page in headless Chromium, installed here where it is missing).
 test: $(STAMP) chromium
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+# Under pytest-xdist (make test), each worker gets its share of the cores for the math
+# libraries, set before torch or numpy start their thread pools; the processes a test starts
+# (notebook kernels, killed-and-resumed children) inherit it, so that a child computes with
+# the same thread count as the test comparing against it. Oversubscribed OpenMP threads spin
+# against each other: two workers with two threads each ran the suite slower than one.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, _share)
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -115,3 +127,27 @@ def built_book(smoke_book):
         pytest.fail(f"notebooks failed, no book to check: {sorted(failed)}")
     book = copy_book_sources(smoke_book["book"])
     return build_book(book, warnings_as_errors=True).parent
+
+
+
+#: Test files that use the smoke book (``smoke_book``, ``built_book``): one xdist worker runs
+#: them all, so that the book is executed once. (``--dist loadgroup`` cannot do this here:
+#: xdist 3.8 renames node ids in a way pytest 9 ignores, so its groups are never formed.)
+BOOK_TEST_FILES = {"tests/test_notebooks.py", "tests/test_book_html.py",
+                   "tests/test_book_browser.py"}
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pragma: no cover - pytest-xdist is in requirements.txt
+    LoadScopeScheduling = None
+else:
+    class _BookTogether(LoadScopeScheduling):
+        """xdist's scope scheduling with two kinds of scope: the smoke book's test files
+        together, and every other test on its own (as ``--dist load`` would)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "smoke_book" if nodeid.split("::")[0] in BOOK_TEST_FILES else nodeid
+
+    def pytest_xdist_make_scheduler(config, log):
+        """``make test`` (``pytest -n auto``): the scheduling of :class:`_BookTogether`."""
+        return _BookTogether(config, log)

@@ -309,20 +309,23 @@ def test_native_space_runs_after_the_break_warn_and_aligned_layout_reads(tmp_pat
     assert len(set(prep.samples["subject"])) == 2
 
 
+#: The last run of the tiny dataset: read once the first subject is recorded.
+LAST_RUN = "sub-02_ses-movie_task-movie_run-3"
+
 KILLED_PREP = """
 import sys, time
 import emolib.forrest.dataprep as dp
 from tests.conftest import TINY_TIMING
 
-real, calls = dp.decode_bold, []
+real = dp.decode_bold
 
 
-def slow(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == int(sys.argv[3]):  # the runs before are read (one is read ahead)
+def slow(path, *args, **kwargs):
+    # runs are read on threads, up to two ahead: name the run, not the count, at which to stop
+    if str(path).endswith(sys.argv[3] + "_bold.nii.gz"):
         print("killed here", flush=True)
         time.sleep(600)
-    return real(*args, **kwargs)
+    return real(path, *args, **kwargs)
 
 
 dp.decode_bold = slow
@@ -355,13 +358,13 @@ def test_killed_preparation_leaves_nothing_mistaken_for_complete(tiny_dataset, t
 
     reference = prepare(tiny_dataset, tmp_path / "reference", standardize="run").folder
     out = tmp_path / "prep"
-    kill_when(KILLED_PREP, "killed here", [tiny_dataset, out, 4])
+    kill_when(KILLED_PREP, "killed here", [tiny_dataset, out, "sub-02_ses-movie_task-movie_run-1"])
     assert not out.exists()
     with pytest.raises(FileNotFoundError):
         load_prepared(out)
     # an earlier, complete output with other parameters survives a killed replacement
     old = prepare(tiny_dataset, out, n_per_class=8).manifest
-    kill_when(KILLED_PREP, "killed here", [tiny_dataset, out, 4])
+    kill_when(KILLED_PREP, "killed here", [tiny_dataset, out, "sub-02_ses-movie_task-movie_run-1"])
     assert load_prepared(out).manifest == old
     prepare(tiny_dataset, out, standardize="run")
     _same_outputs(out, reference)
@@ -369,8 +372,9 @@ def test_killed_preparation_leaves_nothing_mistaken_for_complete(tiny_dataset, t
 
 def test_killed_preparation_resumes_after_its_finished_subjects(tiny_dataset, tmp_path,
                                                                 capsys):
-    """Killed while reading the second subject (the fifth run is read once the first
-    subject's three are done and recorded): the rerun redoes only the second subject and
+    """Killed while reading the second subject (its third run is read only once the first
+    subject's three are done and recorded: runs are read at most two ahead): the rerun
+    redoes only the second subject and
     ends with the files of an uninterrupted run; a finished subject whose run file changed
     since is redone as well."""
     import os
@@ -382,7 +386,7 @@ def test_killed_preparation_resumes_after_its_finished_subjects(tiny_dataset, tm
     shutil.copytree(tiny_dataset, data)  # a file is touched below
     reference = prepare(data, tmp_path / "reference", standardize="run").folder
     out, partial = tmp_path / "prep", tmp_path / "prep.partial"
-    kill_when(KILLED_PREP, "killed here", [data, out, 5])
+    kill_when(KILLED_PREP, "killed here", [data, out, LAST_RUN])
     assert not out.exists()
     assert list(json.loads((partial / "progress.json").read_text())["subjects"]) == ["01"]
     capsys.readouterr()
@@ -394,7 +398,7 @@ def test_killed_preparation_resumes_after_its_finished_subjects(tiny_dataset, tm
     assert not partial.exists()
 
     shutil.rmtree(out)
-    kill_when(KILLED_PREP, "killed here", [data, out, 5])
+    kill_when(KILLED_PREP, "killed here", [data, out, LAST_RUN])
     run = sorted((data / "ds000113" / "sub-01").rglob("*_bold.nii.gz"))[0]
     st = run.stat()
     os.utime(run, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
@@ -403,7 +407,7 @@ def test_killed_preparation_resumes_after_its_finished_subjects(tiny_dataset, tm
     _same_outputs(out, reference)
     # reuse=False recomputes everything, an interrupted run's subjects too
     shutil.rmtree(out)
-    kill_when(KILLED_PREP, "killed here", [data, out, 5])
+    kill_when(KILLED_PREP, "killed here", [data, out, LAST_RUN])
     assert prepare(data, out, standardize="run", reuse=False).reuse == ("new", "nothing there")
     _same_outputs(out, reference)
 

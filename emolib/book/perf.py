@@ -61,10 +61,19 @@ def run_benchmark(script: str, args: list[str] | None = None, timeout: float = 1
 def ratio_table(results: list[BenchmarkResult], goals: dict[str, str] | None = None,
                 data_dir=None) -> pd.DataFrame:
     """One row per ratio: the benchmark, its arguments (paths as the book shows them,
-    :func:`emolib.paths.display_command`), the value and the stated goal."""
+    :func:`emolib.paths.display_command`), the value and the stated goal.
+
+    A goal applies to every ratio whose name starts with its key (the longest key wins), so
+    that one goal covers, say, ``occlusion incremental / captum, 1 thread(s)`` and ``..., 2
+    thread(s)``."""
     goals = goals or {}
+
+    def goal(what: str) -> str:
+        keys = [k for k in goals if what.startswith(k)]
+        return goals[max(keys, key=len)] if keys else ""
+
     rows = [{"benchmark": r.script, "arguments": display_command(r.args, data_dir) or "(defaults)",
-             "ratio": what, "value": value, "goal": goals.get(what, ""),
+             "ratio": what, "value": value, "goal": goal(what),
              "seconds": round(r.seconds, 1)}
             for r in results for what, value in r.ratios.items()]
     return pd.DataFrame(rows)
