@@ -28,7 +28,7 @@ from torch import nn
 
 from emolib.models.cnn import EmotionCNN
 
-__all__ = ["captum_occlusion", "kill_when", "randomise_batchnorm", "seeded_cnn",
+__all__ = ["captum_occlusion", "child_env", "kill_when", "randomise_batchnorm", "seeded_cnn",
            "smooth_volume"]
 
 
@@ -123,22 +123,35 @@ def captum_occlusion(
     return attr[0, 0].numpy()
 
 
+def child_env() -> dict[str, str]:
+    """The environment for a child Python process whose numbers a test compares with its own.
+
+    The repository root is put on ``PYTHONPATH`` (so that the child can import ``tests``),
+    and the math libraries get this process's torch thread count: convolutions round
+    differently with other thread counts, and a test may run with fewer threads than the
+    machine has (``make test`` splits the cores between pytest-xdist workers).
+    """
+    root = Path(__file__).resolve().parents[1]
+    threads = str(torch.get_num_threads())
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 def kill_when(code: str, marker: str, args: Sequence[str] = (), timeout: float = 300.0,
               cwd: str | os.PathLike | None = None) -> str:
     """Run ``code`` with ``python -c`` and kill it with SIGKILL once it prints ``marker``.
 
-    The child's ``sys.argv[1:]`` is ``args``; the repository root is on its ``PYTHONPATH``
-    (so it can import ``tests``). Returns the child's output up to the marker.
+    The child's ``sys.argv[1:]`` is ``args``; its environment is :func:`child_env` (the
+    repository root on ``PYTHONPATH``, this process's thread count). Returns the child's
+    output up to the marker.
 
     Raises
     ------
     RuntimeError
         If the child ends, or ``timeout`` seconds pass, before the marker.
     """
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=child_env(),
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines: queue.Queue = queue.Queue()

@@ -129,7 +129,6 @@ def built_book(smoke_book):
     return build_book(book, warnings_as_errors=True).parent
 
 
-
 #: Test files that use the smoke book (``smoke_book``, ``built_book``): one xdist worker runs
 #: them all, so that the book is executed once. (``--dist loadgroup`` cannot do this here:
 #: xdist 3.8 renames node ids in a way pytest 9 ignores, so its groups are never formed.)

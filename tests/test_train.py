@@ -1,4 +1,3 @@
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import torch
 
 from emolib.models.cnn import EmotionCNN, count_parameters
 from emolib.models.train import TrainConfig, config_from_dict, load_trained, train_model
+from emolib.testing import child_env
 
 
 def test_parameter_count_equals_the_original():
@@ -116,8 +116,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     x, y = toy_data()
     reference = train_model(x[:36], y[:36], x[36:], y[36:], 3, CFG, progress=False)
     ckpt = tmp_path / "ckpt"
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(ckpt)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(ckpt)], env=child_env(),
                             stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     line = proc.stdout.readline()
