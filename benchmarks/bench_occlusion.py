@@ -5,8 +5,8 @@ weights with non-trivial batch-norm statistics, seeded) on one z-scored 80 x 80 
 patch 2 x 2 x 2, stride 2, fill 0, score = softmax probability of class 0, 64 windows per
 forward pass (``batch_size=64`` for us, ``perturbations_per_eval=64`` for Captum).
 
-Captum needs about a tenth of a second per window on a CPU, so the 28,800 windows of the full
-volume (40 x 40 x 18, the last z window cut off) would take most of an hour per repeat. All
+Captum needs 0.15-0.25 s per window on 2 CPU cores (2 or 1 threads), so the 28,800 windows of
+the full volume (40 x 40 x 18, the last z window cut off) would take over an hour per repeat. All
 three therefore occlude only the windows tiling a central box of voxels (by default 16 x 16 x
 4 voxels: 8 x 8 x 2 = 128 windows, two full batches; ``--small``: 32 windows), while the
 network always sees the whole 80 x 80 x 35 volume:
