@@ -455,7 +455,7 @@ def prepare_dataset(
                 mask_arrs[sub] = np.asanyarray(nib.load(tmp / f"mask_sub-{sub}.nii.gz").dataobj
                                                ).astype(bool)
 
-        # 5. volumes: read run r+1 (I/O, inflate) while z-scoring run r
+        # 5. volumes: read runs r+1.. (I/O, inflate) while z-scoring run r
         volumes = np.lib.format.open_memmap(tmp / "volumes.npy", mode="r+" if done else "w+",
                                             dtype=np.float32, shape=(len(samples), *shape))
         rows = samples.groupby(["subject", "run"]).indices
