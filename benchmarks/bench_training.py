@@ -39,18 +39,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from emolib.models.cnn import EmotionCNN
-from emolib.models.train import TrainConfig, evaluate_batches, to_tensor, train_model
+from emolib.models.train import TrainConfig, autocast, evaluate_batches, to_tensor, train_model
 
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _autocast(device: str, amp: bool):
-    if amp and device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def plain(x: np.ndarray, y: np.ndarray, device: str, seed: int, amp: bool
@@ -68,7 +62,7 @@ def plain(x: np.ndarray, y: np.ndarray, device: str, seed: int, amp: bool
     model.train()
     for xb, yb in loader:
         opt.zero_grad()
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(xb)
         loss = nn.functional.cross_entropy(logits.float(), yb)
         loss.backward()
@@ -77,7 +71,7 @@ def plain(x: np.ndarray, y: np.ndarray, device: str, seed: int, amp: bool
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     model.eval()
-    with torch.no_grad(), _autocast(device, amp):
+    with torch.no_grad(), autocast(device, amp):
         for xb, _ in DataLoader(ds, batch_size=64):
             torch.softmax(model(xb).float(), dim=1).cpu()
     _sync(device)

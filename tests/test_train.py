@@ -1,8 +1,4 @@
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import numpy as np
 import pandas as pd
@@ -11,7 +7,7 @@ import torch
 
 from emolib.models.cnn import EmotionCNN, count_parameters
 from emolib.models.train import TrainConfig, config_from_dict, load_trained, train_model
-from emolib.testing import child_env
+from emolib.testing import kill_when
 
 
 def test_parameter_count_equals_the_original():
@@ -116,14 +112,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     x, y = toy_data()
     reference = train_model(x[:36], y[:36], x[36:], y[36:], 3, CFG, progress=False)
     ckpt = tmp_path / "ckpt"
-    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(ckpt)], env=child_env(),
-                            stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    line = proc.stdout.readline()
-    while "epoch 0 done" not in line and time.time() < deadline:
-        line = proc.stdout.readline()
-    proc.send_signal(signal.SIGKILL)  # no clean-up of any kind
-    proc.wait()
+    kill_when(KILLABLE, "epoch 0 done", [ckpt], timeout=120)  # SIGKILL: no clean-up at all
     assert (ckpt / "checkpoint.pt").is_file()
     resumed = train_model(x[:36], y[:36], x[36:], y[36:], 3, CFG, checkpoint_dir=ckpt,
                           progress=False)

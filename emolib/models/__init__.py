@@ -28,6 +28,7 @@ from emolib.models.identity import model_digest
 from emolib.models.train import (
     TrainConfig,
     TrainResult,
+    autocast,
     config_from_dict,
     evaluate_batches,
     load_trained,
@@ -38,7 +39,7 @@ from emolib.models.train import (
 
 __all__ = [
     "EmotionCNN", "FoldBatch", "ModelForFold", "ModelSource", "SeparableBlock3d", "TrainConfig",
-    "TrainResult", "config_from_dict", "count_parameters", "evaluate_batches",
+    "TrainResult", "autocast", "config_from_dict", "count_parameters", "evaluate_batches",
     "extract_activations", "features_by_fold", "iter_folds", "load_model", "load_trained",
     "model_digest", "pooled_features", "resolve_device", "to_tensor", "train_model",
     "torch_threads",

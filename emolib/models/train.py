@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 
 from emolib.models.cnn import EmotionCNN
 
-__all__ = ["TrainConfig", "TrainResult", "config_from_dict", "evaluate_batches", "load_trained",
+__all__ = ["TrainConfig", "TrainResult", "autocast", "config_from_dict", "evaluate_batches",
+           "load_trained",
            "resolve_device", "to_tensor", "train_model"]
 
 CHECKPOINT = "checkpoint.pt"
@@ -120,7 +121,10 @@ def _load_checkpoint(path: Path, device: torch.device | str) -> dict:
             f"which are refused rather than unpickled): {str(err).splitlines()[0]}") from None
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast(device: torch.device | str, amp: bool = True):
+    """The precision policy of training and evaluation: bf16 autocast on CUDA when ``amp``,
+    float32 elsewhere (a context manager; the benchmarks give the peer the same one)."""
+    device = torch.device(device)
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
@@ -143,7 +147,7 @@ def evaluate_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
     device = next(model.parameters()).device
     probs, loss_sum = [], 0.0
     n = len(x)
-    with _autocast(device, amp):
+    with autocast(device, amp):
         for a in range(0, n, batch_size):
             xb = x[a:a + batch_size]
             real = len(xb)
@@ -263,7 +267,7 @@ def train_model(
             if noise_gen is not None:
                 xb = xb + torch.empty_like(xb).normal_(0.0, config.augment_noise,
                                                       generator=noise_gen)
-            with _autocast(device, config.amp):
+            with autocast(device, config.amp):
                 logits = model(xb)
                 loss = nn.functional.cross_entropy(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
