@@ -14,6 +14,7 @@ from torch import nn
 from emolib.errors import InputDataError
 from emolib.models import EmotionCNN
 from emolib.occlusion import (
+    IncrementalOcclusion,
     class_mean_maps,
     occlusion_map,
     spread_coarse_maps,
@@ -84,6 +85,27 @@ def test_maps_match_captum(shape, patch, stride, method):
         with torch.no_grad():
             p = torch.softmax(model(x[i : i + 1]), 1)[0, t].item()
         assert res.base_prob[i] == pytest.approx(p, abs=1e-6)
+
+
+def test_windows_grouped_by_box_size_partition_the_grid_and_match_the_batched_engine():
+    """On a grid deep enough for the strides, windows fall in groups of different box sizes:
+    every window is in exactly one group, the groups' deep boxes are smaller than the widest
+    plan's, and the maps equal the batched engine's (itself equal to Captum's, above)."""
+    shape, patch, stride = (36, 20, 13), (2, 2, 2), (2, 2, 2)
+    model = seeded_cnn(4, shape, seed=2).eval()
+    starts = window_starts(shape, patch, stride)
+    bounds = [(s, np.minimum(s + p, n)) for s, p, n in zip(starts, patch, shape, strict=True)]
+    plan = IncrementalOcclusion(model).plan(shape, bounds)
+    sel = np.concatenate([s.numpy() for s, _ in plan["groups"]])
+    assert len(plan["groups"]) > 8
+    assert np.array_equal(np.sort(sel), np.arange(np.prod([len(s) for s in starts])))
+    widest = np.prod(plan["widest"]["m"][-1])
+    assert min(np.prod(g["m"][-1]) for _, g in plan["groups"]) < widest
+    x = _volumes(1, (1, *shape), seed=4)
+    inc, bat = (occlusion_map(model, x, 2, patch, stride, batch_size=24, method=m,
+                              progress=False) for m in ("incremental", "batched"))  # fmt: skip
+    assert np.abs(bat.coarse).max() > 1e-3
+    np.testing.assert_allclose(inc.coarse, bat.coarse, atol=TOL, rtol=0)
 
 
 def test_grid_is_captums_and_coarse_is_the_drop_per_window():

@@ -313,7 +313,7 @@ def occlusion_map(
             for i in range(n):
                 x = x_all[i : i + 1].to(device)
                 if engine is not None:
-                    drops, b = engine.run(x, int(t_all[i]), bounds, plan, fill, batch_size, bar)
+                    drops, b = engine.run(x, int(t_all[i]), plan, fill, batch_size, bar)
                 else:
                     drops, b = _batched_drops(net, x, int(t_all[i]), bounds, fill, batch_size, bar)
                 coarse[i] = drops.reshape(grid)

@@ -3,8 +3,8 @@
 In eval mode the network is a chain of local operators up to the global average pool. Batch
 norm is folded into the convolutions, and the unoccluded activations of every layer are
 computed once per volume. For a window, only the box of each layer's activations that the
-patch can reach is recomputed (about 3 x 3 x 3 positions in the deep layers), batched over
-windows: the input of each 3x3x3 convolution is gathered from the cached activations (kept
+patch can reach is recomputed (2 or 3 positions per axis in the deep layers; the windows
+are grouped by these sizes and each group is computed with its own), batched over windows: the input of each 3x3x3 convolution is gathered from the cached activations (kept
 with their zero padding) with the recomputed box of the layer below spliced in. The
 projection of the last block and the pool are linear, so the new pooled vector is the cached
 one plus the change of the last depthwise output, summed over its box, projected and divided
@@ -319,7 +319,59 @@ class IncrementalOcclusion:
 
     # ---- geometry -------------------------------------------------------------------
 
+    def _geoms(self, shape: Triple) -> tuple[list[tuple[int, int, int]], list[Triple]]:
+        """(kernel, stride, padding) of every conv (stem, then depthwise) and map sizes."""
+        geoms = [(self.k0, 1, self.pd0)] + [(ly.k, ly.st, ly.pd) for ly in self.layers]
+        sizes = [shape]
+        for k, st, pd in geoms:
+            sizes.append(tuple(_conv_out(n, k, st, pd) for n in sizes[-1]))
+        return geoms, sizes
+
+    @staticmethod
+    def _changed(
+        lo: np.ndarray, hi: np.ndarray, geoms: list, sizes: list, d: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per conv, the changed output range ``[a, b]`` (inclusive) of each window on axis d."""
+        a, b = lo.astype(np.int64), hi.astype(np.int64) - 1
+        out = []
+        for layer, (k, st, pd) in enumerate(geoms, start=1):
+            n_out = sizes[layer][d]
+            a = np.maximum(-((-(a + pd - k + 1)) // st), 0)  # ceil division
+            b = np.minimum((b + pd) // st, n_out - 1)
+            out.append((a, b))
+        return out
+
     def plan(self, shape: Triple, bounds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+        """The windows in groups of equal box sizes, with the boxes and halos of each group.
+
+        The box that a window changes in a layer is 2 or 3 positions wide per axis in the
+        deep layers, depending on where the window lies against the strides. A single box
+        size for all windows (the widest) would do about twice the arithmetic needed, so
+        the windows of each axis are put in classes by their widths in every layer, and
+        every product of classes is one group, computed with its own (exact) box sizes.
+        The grid is separable, so a group is itself a grid: the product of its classes'
+        windows. Returns ``{"grid", "groups": [(flat window indices, group plan)],
+        "widest"}``, ``widest`` the plan of the whole grid (the sizes of the work buffers).
+        """
+        geoms, sizes = self._geoms(shape)
+        classes = []
+        for d in range(3):
+            widths = np.stack([b - a + 1 for a, b in self._changed(*bounds[d], geoms, sizes, d)])
+            keys, inverse = np.unique(widths.T, axis=0, return_inverse=True)
+            classes.append([np.flatnonzero(inverse.reshape(-1) == c) for c in range(len(keys))])
+        grid = tuple(len(lo) for lo, _ in bounds)
+        groups = []
+        for cx in classes[0]:
+            for cy in classes[1]:
+                for cz in classes[2]:
+                    sel = (cx[:, None, None] * grid[1] + cy[None, :, None]) * grid[2]
+                    sel = (sel + cz[None, None, :]).reshape(-1)
+                    sub = [(lo[c], hi[c]) for (lo, hi), c in zip(bounds, (cx, cy, cz), strict=True)]
+                    groups.append((torch.as_tensor(sel, device=self.device),
+                                   self._box_plan(shape, sub)))  # fmt: skip
+        return {"grid": grid, "groups": groups, "widest": self._box_plan(shape, bounds)}
+
+    def _box_plan(self, shape: Triple, bounds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
         """Boxes and halos of every layer for every window, per axis (the grid is separable).
 
         Layer 0 is the input, layer 1 the stem output, layer ``l + 1`` the output of block
@@ -328,19 +380,12 @@ class IncrementalOcclusion:
         halo is the input range ``stride * lo - pad + [0, stride * (m - 1) + k)``.
         """
         dev = self.device
-        geoms = [(self.k0, 1, self.pd0)] + [(ly.k, ly.st, ly.pd) for ly in self.layers]
-        sizes = [shape]
-        for k, st, pd in geoms:
-            sizes.append(tuple(_conv_out(n, k, st, pd) for n in sizes[-1]))
+        geoms, sizes = self._geoms(shape)
         box_lo: list[list[np.ndarray]] = [[] for _ in sizes]
         box_m: list[list[int]] = [[] for _ in sizes]
         for d in range(3):
-            # changed range (inclusive) of every window, pushed through the convs
-            a, b = bounds[d][0].astype(np.int64), bounds[d][1].astype(np.int64) - 1
-            for layer, (k, st, pd) in enumerate(geoms, start=1):
+            for layer, (a, b) in enumerate(self._changed(*bounds[d], geoms, sizes, d), start=1):
                 n_out = sizes[layer][d]
-                a = np.maximum(-((-(a + pd - k + 1)) // st), 0)  # ceil division
-                b = np.minimum((b + pd) // st, n_out - 1)
                 m = int(min(max(int((b - a).max()) + 1, 1), n_out))
                 box_lo[layer].append(np.clip(a, 0, n_out - m))
                 box_m[layer].append(m)
@@ -364,7 +409,9 @@ class IncrementalOcclusion:
             torch.as_tensor(box_lo[-1][d][:, None] + np.arange(box_m[-1][d]), device=dev)
             for d in range(3)
         ]
-        return {"sizes": sizes, "m": box_m, "halos": halos, "last": last, "geoms": geoms}
+        grid = tuple(len(lo) for lo, _ in bounds)
+        return {"sizes": sizes, "m": box_m, "halos": halos, "last": last, "geoms": geoms,
+                "grid": grid}  # fmt: skip
 
     @staticmethod
     def _halo_index(
@@ -400,15 +447,23 @@ class IncrementalOcclusion:
         self,
         x: torch.Tensor,
         target: int,
-        bounds: list[tuple[np.ndarray, np.ndarray]],
         plan: dict,
         fill: float,
         batch_size: int,
         bar: tqdm,
     ) -> tuple[np.ndarray, float]:
         """Drops of one volume ``x`` (1, C, X, Y, Z), flat over the window grid (C order)."""
-        model = self.model
-        sizes, box_m, halos, geoms = plan["sizes"], plan["m"], plan["halos"], plan["geoms"]
+        state = self._volume_state(x, target, plan["widest"], fill, batch_size)
+        drops = torch.empty(int(np.prod(plan["grid"])), dtype=torch.float64, device=self.device)
+        for sel, sub in plan["groups"]:
+            drops[sel] = self._group_drops(state, sub, batch_size, bar)
+        return drops.cpu().numpy(), float(state["base_prob"][0])
+
+    def _volume_state(
+        self, x: torch.Tensor, target: int, widest: dict, fill: float, batch_size: int
+    ) -> dict:
+        """Unoccluded activations of one volume and work buffers sized for any group."""
+        sizes, box_m, geoms = widest["sizes"], widest["m"], widest["geoms"]
         padded = [tuple(n + 2 * g[2] for n in sizes[i]) for i, g in enumerate(geoms)]
 
         # Unoccluded activations, computed once per volume with the folded layers, in rows
@@ -442,30 +497,37 @@ class IncrementalOcclusion:
                               groups=hid)  # fmt: skip
             dw_rows = dw_out[0].permute(1, 2, 3, 0).reshape(-1, hid).clamp_(0, 6)
             h = torch.addmm(ly.bp, dw_rows, ly.wp)
-        last_rows = dw_rows  # block4's depthwise output
-        n_last = last_rows.shape[0]
         pooled_base = h.mean(0, keepdim=True)  # (1, Cout)
-        fc_w, fc_b = model.fc.weight, model.fc.bias
-        base_prob = target_prob(F.linear(pooled_base, fc_w, fc_b), target)
+        base_prob = target_prob(F.linear(pooled_base, self.model.fc.weight, self.model.fc.bias),
+                                target)  # fmt: skip
 
         def halo_len(layer: int) -> int:
             k, st, _ = geoms[layer]
             return int(np.prod([st * (m - 1) + k for m in box_m[layer + 1]]))
 
-        def box_len(layer: int) -> int:
-            return int(np.prod(box_m[layer]))
-
         new = bufs[0].new_empty
         ws_halo = [new(batch_size * halo_len(i), bufs[i].shape[1]) for i in range(len(bufs))]
-        ws_h = [None] + [new(batch_size * box_len(i + 2), ly.wp.shape[1])
+        ws_h = [None] + [new(batch_size * int(np.prod(box_m[i + 2])), ly.wp.shape[1])
                          for i, ly in enumerate(self.layers)]  # fmt: skip
+        return {"bufs": bufs, "new_at": new_at, "padded": padded, "last_rows": dw_rows,
+                "pooled_base": pooled_base, "base_prob": base_prob, "target": target,
+                "ws_halo": ws_halo, "ws_h": ws_h, "c_in": c_in}  # fmt: skip
+
+    def _group_drops(self, state: dict, plan: dict, batch_size: int, bar: tqdm) -> torch.Tensor:
+        """Drops of the windows of one group (its plan), flat in C order over its grid."""
+        bufs, new_at, padded = state["bufs"], state["new_at"], state["padded"]
+        ws_halo, ws_h, c_in = state["ws_halo"], state["ws_h"], state["c_in"]
+        last_rows, pooled_base = state["last_rows"], state["pooled_base"]
+        sizes, box_m, halos = plan["sizes"], plan["m"], plan["halos"]
+        n_last = last_rows.shape[0]
+        fc_w, fc_b = self.model.fc.weight, self.model.fc.bias
 
         def conv_relu6(halo: torch.Tensor, w: torch.Tensor, b: torch.Tensor, st: int, g: int):
             """Conv (no padding) + ReLU6 of a channels-last batch of halos, as rows."""
             out = F.conv3d(halo.permute(0, 4, 1, 2, 3), w, b, stride=st, groups=g)
             return out.permute(0, 2, 3, 4, 1).reshape(-1, w.shape[0]).clamp_(0, 6)
 
-        grid = tuple(len(s) for s, _ in bounds)
+        grid = plan["grid"]
         n_win = int(np.prod(grid))
         drops = torch.empty(n_win, dtype=torch.float64, device=self.device)
         last_layer = self.layers[-1]
@@ -505,7 +567,7 @@ class IncrementalOcclusion:
             old = last_rows.index_select(0, pos.reshape(-1))
             delta = (h - old).view(nb, -1, h.shape[1]).sum(1) @ last_layer.wp
             pooled = pooled_base + delta / n_last
-            prob = target_prob(F.linear(pooled, fc_w, fc_b), target)
-            drops[first:last] = base_prob.double() - prob.double()
+            prob = target_prob(F.linear(pooled, fc_w, fc_b), state["target"])
+            drops[first:last] = state["base_prob"].double() - prob.double()
             bar.update(nb)
-        return drops.cpu().numpy(), float(base_prob[0])
+        return drops
