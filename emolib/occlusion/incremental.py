@@ -4,8 +4,9 @@ In eval mode the network is a chain of local operators up to the global average 
 norm is folded into the convolutions, and the unoccluded activations of every layer are
 computed once per volume. For a window, only the box of each layer's activations that the
 patch can reach is recomputed (2 or 3 positions per axis in the deep layers; the windows
-are grouped by these sizes and each group is computed with its own), batched over windows: the input of each 3x3x3 convolution is gathered from the cached activations (kept
-with their zero padding) with the recomputed box of the layer below spliced in. The
+are grouped by these sizes and each group is computed with its own), batched over windows:
+the input of each 3x3x3 convolution is gathered from the cached activations (kept with
+their zero padding) with the recomputed box of the layer below spliced in. The
 projection of the last block and the pool are linear, so the new pooled vector is the cached
 one plus the change of the last depthwise output, summed over its box, projected and divided
 by the number of positions. The result equals the plain forward pass up to float32 rounding
