@@ -22,8 +22,6 @@ import pandas as pd
 from numpy.typing import DTypeLike
 from rsatoolbox.rdm import RDMs
 
-from emolib.models.features import extract_activations
-from emolib.models.folds import iter_folds
 from emolib.rsa.patterns import average_patterns, center_patterns, group_indicator, restrict_pairs
 from emolib.rsa.rdms import calc_joint_rdms, calc_rdms_from_patterns, calc_roi_rdms
 
@@ -280,6 +278,10 @@ def calc_network_rdms(
         ``subject``, pattern descriptors ``id`` and ``block`` (and ``group`` when
         ``patterns`` has that column).
     """
+    # torch only where it is used: importing this module (and emolib.synthetic) stays light
+    from emolib.models.features import extract_activations
+    from emolib.models.folds import iter_folds
+
     by_subject = dict(tuple(patterns.groupby("subject", sort=False)))
     ids = {s: pd.unique(rows["id"].to_numpy()) for s, rows in by_subject.items()}
     sums: dict = {s: {} for s in by_subject}

@@ -17,7 +17,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from rsatoolbox.rdm import RDMs
 
-from emolib.rsa.vectors import DEFAULT_CHUNK, condensed_index, iter_row_blocks
+from emolib.rsa.vectors import fill_square, row_starts, take_permuted_rows
 
 __all__ = [
     "PATTERN_KEY", "PatternMismatchError", "align_rdms", "concat_rdms", "find_duplicates",
@@ -106,12 +106,36 @@ def alignment_perm(own: np.ndarray, target: np.ndarray) -> np.ndarray | None:
 
 def permuted_index(perm: np.ndarray) -> np.ndarray:
     """Condensed gather index of an RDM whose patterns are reordered by ``perm``."""
+    perm = np.asarray(perm, dtype=np.int64)
     n = len(perm)
-    k = n * (n - 1) // 2
+    starts = row_starts(n)
+    k = int(starts[-1])
     index = np.empty(k, dtype=np.int32 if k < 2**31 else np.int64)  # halves the memory
-    for start, stop, i, j in iter_row_blocks(n, DEFAULT_CHUNK * 4):
-        index[start:stop] = condensed_index(perm[i], perm[j], n)
+    base = starts - np.arange(n) - 1  # the pair (lo, hi), lo < hi, sits at base[lo] + hi
+    base_p = base[perm]
+    for i in range(n - 1):  # row i: pairs (perm[i], perm[j]) for j > i
+        a, b = perm[i], perm[i + 1 :]
+        index[starts[i] : starts[i + 1]] = np.where(b > a, b + base[a], base_p[i + 1 :] + a)
     return index
+
+
+def permute_vectors(vectors: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """Condensed RDM vectors (n_rdm, n_pairs) with their patterns reordered by ``perm``
+    (new pattern ``t`` is old pattern ``perm[t]``); same dtype.
+
+    Through one square matrix at a time (:func:`~emolib.rsa.vectors.fill_square`): about
+    half the time of gathering by :func:`permuted_index`, which reads at random.
+    """
+    perm = np.asarray(perm, dtype=np.intp)
+    n = len(perm)
+    out = np.empty_like(vectors)
+    if n < 2:
+        return out
+    square = np.empty((n, n), dtype=vectors.dtype)
+    for k in range(vectors.shape[0]):
+        fill_square(vectors[k], square)
+        take_permuted_rows(square, perm, 0, n - 1, out[k])
+    return out
 
 
 def alignment_index(own: np.ndarray, target: np.ndarray) -> np.ndarray | None:
@@ -147,7 +171,7 @@ def reorder_patterns(
     rsatoolbox.rdm.RDMs
         ``rdms`` itself when the order already agrees, else a reordered copy (same dtype;
         all pattern descriptors follow the new order except ``index``, which stays the
-        position). Works on condensed vectors, never on square matrices.
+        position). One square matrix at a time (:func:`permute_vectors`).
 
     Raises
     ------
@@ -159,10 +183,7 @@ def reorder_patterns(
     perm = alignment_perm(own, target)
     if perm is None:
         return rdms
-    index = permuted_index(perm)
-    out = np.empty_like(rdms.dissimilarities)
-    for k in range(rdms.n_rdm):
-        out[k] = rdms.dissimilarities[k][index]
+    out = permute_vectors(rdms.dissimilarities, perm)
     pattern_descriptors = {
         key: _reorder_descriptor(val, perm) for key, val in rdms.pattern_descriptors.items()
     }

@@ -16,16 +16,23 @@ from numpy.typing import ArrayLike, DTypeLike
 from rsatoolbox.data import Dataset
 from rsatoolbox.rdm import RDMs, calc_rdm
 
-from emolib.models.features import extract_activations
 from emolib.rsa.align import (
     PATTERN_KEY,
-    alignment_index,
+    alignment_perm,
     as_rdms_list,
     check_unique,
     descriptor_values,
     get_pattern_ids,
+    permute_vectors,
 )
-from emolib.rsa.vectors import condense_square
+from emolib.rsa.vectors import (
+    condense_square,
+    fill_square,
+    n_squares,
+    row_chunks,
+    row_starts,
+    take_permuted_rows,
+)
 
 __all__ = [
     "GRAM_BLOCK_BYTES", "calc_joint_rdms", "calc_rdms_from_model", "calc_rdms_from_patterns",
@@ -34,6 +41,8 @@ __all__ = [
 
 #: Bytes of one centred row block when building correlation-distance RDMs.
 GRAM_BLOCK_BYTES = 256 << 20
+#: Condensed entries summed at once by :func:`calc_joint_rdms`.
+JOINT_CHUNK = 1 << 16
 
 
 def _correlation_rdm_vector(
@@ -173,6 +182,8 @@ def calc_rdms_from_model(
     rsatoolbox.rdm.RDMs
         One RDM per layer, ``rdm_descriptors["layer"]`` naming it.
     """
+    from emolib.models.features import extract_activations  # torch only where it is used
+
     acts = extract_activations(
         model, inputs, layers, batch_size=batch_size, reduce=reduce, backend=backend,
         device=device,
@@ -284,22 +295,58 @@ def calc_joint_rdms(
     -------
     rsatoolbox.rdm.RDMs
         One RDM per ROI (order of first appearance), in the first object's pattern order.
+
+    Notes
+    -----
+    Each mean is summed in float64 in the subjects' order, then stored in the inputs'
+    dtype. The RDMs of subjects in another pattern order are read through their square
+    matrices (those of one ROI at a time, within :data:`emolib.rsa.vectors.SQUARES_BYTES`;
+    beyond it through whole reordered copies, one at a time), chunk by chunk of the result.
     """
     data_list = as_rdms_list(data_rdms)
     ids = get_pattern_ids(data_list[0], pattern_key)
-    indices = [alignment_index(get_pattern_ids(r, pattern_key), ids) for r in data_list]
+    perms = [alignment_perm(get_pattern_ids(r, pattern_key), ids) for r in data_list]
+    perms = [None if p is None else p.astype(np.intp) for p in perms]
     groups: dict[Any, list[tuple[int, int]]] = {}
     for d, r in enumerate(data_list):
         for k, g in enumerate(descriptor_values(r, by)):
             groups.setdefault(g, []).append((d, k))
     dtype = np.result_type(*[r.dissimilarities.dtype for r in data_list])
+    n = len(ids)
     out = np.empty((len(groups), data_list[0].dissimilarities.shape[1]), dtype=dtype)
+    n_perm = max(sum(perms[d] is not None for d, _ in m) for m in groups.values())
+    fits = n_perm == 0 or n_squares(n, dtype, n_perm) >= n_perm
+    squares = np.empty((n_perm, n, n), dtype=dtype) if n_perm and fits else None
+    starts = row_starts(n)
+    chunks = row_chunks(n, JOINT_CHUNK)
+    width = max((int(starts[r1] - starts[r0]) for r0, r1 in chunks), default=0)
+    acc_buf = np.empty(width)
+    take_buf = np.empty(width, dtype=dtype)
     for g_i, members in enumerate(groups.values()):
-        acc = np.zeros(out.shape[1])
-        for d, k in members:
-            v = data_list[d].dissimilarities[k]
-            acc += v if indices[d] is None else v[indices[d]]
-        out[g_i] = acc / len(members)
+        vectors = [data_list[d].dissimilarities[k] for d, k in members]
+        mperms = [perms[d] for d, _ in members]
+        if not fits:  # the squares do not fit: whole permuted copies, one at a time
+            acc = np.zeros(out.shape[1])
+            for v, perm in zip(vectors, mperms, strict=True):
+                acc += v if perm is None else permute_vectors(v[None], perm)[0]
+            out[g_i] = acc / len(members)
+            continue
+        slot = {}
+        for m_i, (v, perm) in enumerate(zip(vectors, mperms, strict=True)):
+            if perm is not None:
+                slot[m_i] = len(slot)
+                fill_square(v, squares[slot[m_i]])
+        for r0, r1 in chunks:  # the same sums, in the same order, chunk by chunk
+            s, e = starts[r0], starts[r1]
+            acc = acc_buf[: e - s]
+            for m_i, (v, perm) in enumerate(zip(vectors, mperms, strict=True)):
+                part = v[s:e] if perm is None else take_permuted_rows(
+                    squares[slot[m_i]], perm, r0, r1, take_buf[: e - s])
+                if m_i == 0:
+                    np.copyto(acc, part)  # = 0 + part, in float64
+                else:
+                    acc += part
+            np.divide(acc, len(members), out=out[g_i, s:e])
     measures = {r.dissimilarity_measure for r in data_list}
     return RDMs(
         out,

@@ -32,7 +32,6 @@ from rsatoolbox.rdm import RDMs
 from tqdm.auto import tqdm
 
 from emolib.manifest import write_json
-from emolib.models.identity import model_digest
 from emolib.rsa.align import PATTERN_KEY, check_unique
 
 __all__ = ["PROGRESS_FILE", "STORE_DTYPES", "STREAM_METHODS", "calc_rdms_streamed"]
@@ -459,6 +458,8 @@ def calc_rdms_streamed(
         ``store_dir`` has not enough free space (``errno.ENOSPC``).
     """
     import torch
+
+    from emolib.models.identity import model_digest
 
     if method not in STREAM_METHODS:
         raise ValueError(f"method must be one of {STREAM_METHODS}, not {method!r}")
