@@ -50,7 +50,7 @@ linkcheck: $(STAMP)
 ## Run the test suite on every core (pytest-xdist; offline, seeded; runs every notebook with the smoke profile, builds the
 ## smoke book and opens every page in headless Chromium, installed here where it is missing).
 test: $(STAMP) chromium
-	$(PY) -m pytest -n auto
+	$(PY) -m pytest -n auto --durations=20
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -309,7 +309,7 @@ def occlusion_map(
                 total=n * int(np.prod(grid)), disable=not progress, desc="occlusion", unit="win"
             ) as bar,
         ):
-            plan = engine.plan(shape, bounds) if engine is not None else None
+            plan = engine.plan(shape, bounds, batch_size) if engine is not None else None
             for i in range(n):
                 x = x_all[i : i + 1].to(device)
                 if engine is not None:

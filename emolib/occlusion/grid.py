@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "Region", "Triple", "as_triple", "class_mean_maps", "normalise_region",
+    "Region", "Triple", "as_triple", "class_mean_maps", "merge_classes", "normalise_region",
     "spread_coarse_maps", "target_prob", "window_starts",
 ]
 
@@ -189,3 +189,27 @@ def class_mean_maps(maps: np.ndarray, targets: Sequence[int], n_classes: int) ->
 
 def target_prob(logits: torch.Tensor, target: int) -> torch.Tensor:
     return torch.softmax(logits, dim=1)[:, target]
+
+
+def merge_classes(
+    keys: list[np.ndarray], members: list[np.ndarray], cost: np.ndarray, at_least: int
+) -> list[np.ndarray]:
+    """Merge the classes of one axis until each has ``at_least`` windows (or one is left).
+
+    ``keys[c]`` holds the box widths of class ``c`` in every layer (a merged class takes the
+    wider of each); the smallest class goes into the one that adds the least arithmetic
+    (``cost`` per position of each layer, times the windows that get wider boxes).
+    """
+    keys, members = list(keys), list(members)
+    while len(keys) > 1 and min(len(m) for m in members) < at_least:
+        a = min(range(len(keys)), key=lambda c: (len(members[c]), c))
+        extra = []
+        for c in range(len(keys)):
+            wide = np.maximum(keys[a], keys[c])
+            extra.append(np.inf if c == a else len(members[a]) * cost @ (wide - keys[a])
+                         + len(members[c]) * cost @ (wide - keys[c]))  # fmt: skip
+        b = int(np.argmin(extra))
+        keys[b] = np.maximum(keys[a], keys[b])
+        members[b] = np.sort(np.concatenate([members[a], members[b]]))
+        del keys[a], members[a]
+    return members

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from emolib.models.cnn import EmotionCNN, SeparableBlock3d
-from emolib.occlusion.grid import Triple, target_prob
+from emolib.occlusion.grid import Triple, merge_classes, target_prob
 
 __all__ = [
     "IncrementalOcclusion", "supports_incremental", "why_not_incremental",
@@ -342,7 +342,9 @@ class IncrementalOcclusion:
             out.append((a, b))
         return out
 
-    def plan(self, shape: Triple, bounds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    def plan(
+        self, shape: Triple, bounds: list[tuple[np.ndarray, np.ndarray]], batch_size: int = 64
+    ) -> dict:
         """The windows in groups of equal box sizes, with the boxes and halos of each group.
 
         The box that a window changes in a layer is 2 or 3 positions wide per axis in the
@@ -350,16 +352,29 @@ class IncrementalOcclusion:
         size for all windows (the widest) would do about twice the arithmetic needed, so
         the windows of each axis are put in classes by their widths in every layer, and
         every product of classes is one group, computed with its own (exact) box sizes.
+        Classes of fewer than about ``batch_size ** (1/3)`` windows are merged (into the
+        class that costs least to widen), so that groups are not so small that the work
+        per batch, not the arithmetic, sets the time.
         The grid is separable, so a group is itself a grid: the product of its classes'
         windows. Returns ``{"grid", "groups": [(flat window indices, group plan)],
         "widest"}``, ``widest`` the plan of the whole grid (the sizes of the work buffers).
         """
         geoms, sizes = self._geoms(shape)
+        # relative arithmetic per position of each layer's box (its conv, the expansion
+        # feeding the next and the projection): what a wider box costs
+        cost = [self.w0[0].numel() * self.w0.shape[0]]
+        for ly in self.layers:
+            cin, hid = ly.we.shape
+            cost[-1] += cin * hid
+            cost.append(hid * ly.k**3 + hid * ly.wp.shape[1])
+        cost = np.asarray(cost, dtype=np.float64)
+        per_axis = max(1, round(batch_size ** (1 / 3)))
         classes = []
         for d in range(3):
             widths = np.stack([b - a + 1 for a, b in self._changed(*bounds[d], geoms, sizes, d)])
             keys, inverse = np.unique(widths.T, axis=0, return_inverse=True)
-            classes.append([np.flatnonzero(inverse.reshape(-1) == c) for c in range(len(keys))])
+            members = [np.flatnonzero(inverse.reshape(-1) == c) for c in range(len(keys))]
+            classes.append(merge_classes(list(keys), members, cost, per_axis))
         grid = tuple(len(lo) for lo, _ in bounds)
         groups = []
         for cx in classes[0]:
