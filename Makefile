@@ -14,12 +14,15 @@ PIPFILTER := { grep -v "is ignored: it is neither a file nor a directory" || tru
 
 venv: $(STAMP)
 
-# --no-compile: pip would byte-compile every installed module (about 2 of its 4.5 minutes
-# here); Python compiles the modules actually imported on first use instead.
+# pip byte-compiles the installed modules one by one (over 2 minutes here); compileall does
+# the same on every core. Never skipped: where PYTHONDONTWRITEBYTECODE is set, nothing would
+# be cached, and every process (each notebook kernel, each test worker) would compile torch
+# again. compileall's status is ignored: some packages ship files that do not compile.
 $(STAMP): requirements.txt pyproject.toml
 	@echo ">> creating $(VENV) and installing requirements (first run only, a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt 2>&1 | $(PIPFILTER)
+	$(PY) -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1 || true
 	$(PY) -m pip install --quiet --no-deps -e . 2>&1 | $(PIPFILTER)
 	touch $(STAMP)
 

@@ -130,5 +130,6 @@ def main() -> None:
         print(f"the original's selection (50 volumes, full maps): {50 * per_volume / 60:.1f} min "
               f"({how}; goal: under 2 min on 2 cores)")
 
+
 if __name__ == "__main__":
     main()

@@ -6,23 +6,17 @@ what earlier ones wrote), through the ``smoke_book`` fixture of ``conftest.py``.
 
 import json
 import re
-import subprocess
-import sys
 
 import nbformat
 import pytest
 import yaml
 
-from emolib.book.params import ParameterError, check_parameters
 from emolib.book.runner import (
     NOTEBOOKS_DIR,
-    NotebookFailed,
     declared_parameters,
     execute_notebook,
     load_profile,
     notebook_parameters,
-    run_profile,
-    to_ipynb,
 )
 from emolib.paths import REPO_ROOT
 from tests.conftest import NOTEBOOKS, SMOKE
@@ -88,12 +82,6 @@ def test_notebook_runs_with_smoke_profile(name, smoke_book):
         manifests = list(stage.rglob("manifest.json"))
         assert manifests, f"{name} wrote no manifest under {stage}"
         assert json.loads(manifests[0].read_text())["parameters"]
-
-
-def test_failing_notebook_names_notebook_and_cell(tmp_path):
-    with pytest.raises(NotebookFailed, match=r"notebooks/01_dataprep.py failed in cell \d+"):
-        execute_notebook("01_dataprep", {"source": "no-such-source", "data_dir": str(tmp_path)},
-                         output_dir=tmp_path, progress=False)
 
 
 KILLED_BOOK = """
@@ -170,94 +158,6 @@ def test_killed_book_run_leaves_no_half_executed_notebook(tmp_path, smoke_book):
             assert list(a.values()) == list(b.values())
         else:
             assert (stage / name).read_bytes() == (ref / name).read_bytes(), name
-
-
-@pytest.mark.slow
-def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
-    """A second run with nothing changed runs nothing and says so; a changed parameter runs
-    the notebook again, naming the change; failures are all collected before the runner
-    exits, and the execution report says what happened to each chapter."""
-    import time
-
-    from emolib.book.incremental import write_execution_report
-
-    book, data = tmp_path / "book", tmp_path / "data"
-    own = dict(SMOKE["notebooks"]["01_dataprep"])
-    profile = tmp_path / "inc.yaml"
-
-    def write(notebooks):
-        profile.write_text(yaml.safe_dump({"name": "inc", "common": {
-            "profile": "inc", "seed": 0, "progress": False, "data_dir": str(data)},
-            "notebooks": notebooks}))
-
-    write({"01_dataprep": own})
-    first = run_profile(str(profile), build=False, progress=False, book_dir=book)
-    assert first == {"01_dataprep": {"status": "run", "reason": "never run"}}
-    t0 = time.perf_counter()
-    again = run_profile(str(profile), build=False, progress=False, book_dir=book)
-    assert again["01_dataprep"]["status"] == "cached"
-    assert time.perf_counter() - t0 < 10  # no kernel started
-    forced = run_profile(str(profile), build=False, progress=False, book_dir=book, force=True)
-    assert forced["01_dataprep"] == {"status": "run", "reason": "--force"}
-    write({"01_dataprep": {**own, "effect_size": 0.2}})
-    changed = run_profile(str(profile), build=False, progress=False, book_dir=book)
-    assert changed["01_dataprep"]["status"] == "run"
-    assert "parameters.effect_size: 0.1 -> 0.2" in changed["01_dataprep"]["reason"]
-    report = write_execution_report(book, ["01_dataprep", "02_training"]).read_text()
-    assert "| {doc}`01_dataprep` | run |" in report and "| 02_training | - |" in report
-    # two failing notebooks: both run, both reported, the book not built
-    write({"01_dataprep": {**own, "source": "no-such-source"},
-           "02_training": {"split": "nope"}})
-    with pytest.raises(NotebookFailed, match=r"(?s)2 of 2 notebooks failed.*01_dataprep.py "
-                                             r"failed in cell.*02_training.py failed in cell"):
-        run_profile(str(profile), build=False, progress=False, book_dir=book)
-    statuses = json.loads((book / ".execution.json").read_text())
-    assert [s["status"] for s in statuses.values()] == ["failed", "failed"]
-    assert (book / "01_dataprep.ipynb").is_file()  # the last good page stays
-    assert (book / "01_dataprep.failed.ipynb").is_file()
-
-
-def test_check_parameters_reads_papermill_injected_cell():
-    params = 'epochs: int = 50  # epochs\nlr = 1e-3\nfolds: Optional[list] = None\n'
-    check_parameters("nb", ["", "import x", params, "# Parameters\nepochs = 3\nlr = 0.1\n",
-                            "check()"])
-    check_parameters("nb", ["", params, "check()"])  # nothing injected: nothing to check
-    with pytest.raises(ParameterError, match=r"nb: unknown parameter 'epoch' \(did you mean "
-                                             r"'epochs'\?\)"):
-        check_parameters("nb", ["", params, "# Parameters\nepoch = 3\n", "check()"])
-
-
-def test_misspelt_parameter_is_refused_by_plain_papermill(tmp_path):
-    """`papermill ... -p epoch 3`: the notebook stops at its check cell, before any work
-    (nothing is written under the data folder it was given)."""
-    src = tmp_path / "02_training.ipynb"
-    nbformat.write(to_ipynb(NOTEBOOKS_DIR / "02_training.py"), src)
-    data = tmp_path / "data"
-    proc = subprocess.run(
-        [sys.executable, "-m", "papermill", str(src), str(tmp_path / "out.ipynb"),
-         "-p", "epoch", "3", "-p", "data_dir", str(data), "--no-progress-bar"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert proc.returncode != 0
-    assert "unknown parameter 'epoch' (did you mean 'epochs'?)" in proc.stdout + proc.stderr
-    assert not data.exists()
-
-
-def test_misspelt_profile_parameter_fails_before_any_notebook_runs(tmp_path):
-    profile = tmp_path / "typo.yaml"
-    for body, match in (
-        ({"common": {"seed": 0}, "notebooks": {"01_dataprep": {"n_subject": 2},
-                                              "02_training": {}}},
-         r"notebook 01_dataprep: unknown parameter 'n_subject' \(did you mean 'n_subjects'"),
-        ({"common": {"sed": 0}, "notebooks": {"01_dataprep": {}}},
-         r"common \(declared by no notebook\): unknown parameter 'sed' \(did you mean "
-         r"'seed'"),
-        ({"common": {}, "notebooks": {"01_dataprep": {}, "08_honesty": {"calibration": 4}}},
-         r"notebook 08_honesty: unknown parameter 'calibration' \(did you mean "
-         r"'calibration_n'"),
-    ):
-        profile.write_text(yaml.safe_dump({"name": "typo", **body}))
-        with pytest.raises(ParameterError, match=match):
-            run_profile(str(profile), build=False, progress=False)
 
 
 def test_methods_text_says_how_volumes_were_standardised():

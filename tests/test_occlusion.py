@@ -14,7 +14,6 @@ from torch import nn
 from emolib.errors import InputDataError
 from emolib.models import EmotionCNN
 from emolib.occlusion import (
-    IncrementalOcclusion,
     class_mean_maps,
     occlusion_map,
     spread_coarse_maps,
@@ -22,6 +21,7 @@ from emolib.occlusion import (
     why_not_incremental,
     window_starts,
 )
+from emolib.occlusion.incremental import IncrementalOcclusion
 from emolib.testing import captum_occlusion, seeded_cnn
 
 captum_attr = pytest.importorskip("captum.attr")

@@ -13,11 +13,7 @@ class maps -> NIfTI / top voxels / UMAP inputs / localisation.
 
 from emolib.occlusion.engine import OcclusionResult, occlusion_map
 from emolib.occlusion.grid import class_mean_maps, spread_coarse_maps, window_starts
-from emolib.occlusion.incremental import (
-    IncrementalOcclusion,
-    supports_incremental,
-    why_not_incremental,
-)
+from emolib.occlusion.incremental import supports_incremental, why_not_incremental
 from emolib.occlusion.maps import (
     analysis_mask,
     class_map_images,
@@ -32,8 +28,7 @@ from emolib.occlusion.maps import (
 )
 
 __all__ = [
-    "IncrementalOcclusion", "OcclusionResult", "analysis_mask", "class_map_images",
-    "class_mean_maps", "label_voxels",
+    "OcclusionResult", "analysis_mask", "class_map_images", "class_mean_maps", "label_voxels",
     "localisation_matrix", "localisation_scores", "occlude_by_fold", "occlusion_map",
     "save_class_maps", "select_confident", "spread_coarse_maps", "supports_incremental",
     "top_voxels", "voxel_drop_vectors", "why_not_incremental", "window_starts",

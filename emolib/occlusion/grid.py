@@ -1,5 +1,6 @@
 """The window grid of occlusion, shared by both engines: where windows start, how coarse
-window drops spread back onto voxels, class means of maps, and the scored probability.
+window drops spread back onto voxels, class means of maps, and the scored probability;
+and :func:`merge_classes`, how the incremental engine groups windows of similar boxes.
 
 Windows start at ``k * stride`` for ``k = 0 .. ceil((size - patch) / stride)`` in each
 dimension; the last one may stick out of the volume and is then cut off at the border, so

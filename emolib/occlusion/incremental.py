@@ -392,7 +392,8 @@ class IncrementalOcclusion:
 
         Layer 0 is the input, layer 1 the stem output, layer ``l + 1`` the output of block
         ``l``. For each conv (stem and depthwise) and window, the recomputed output box is
-        ``[lo, lo + m)`` (``m`` the same for all windows, the box kept inside the map) and its
+        ``[lo, lo + m)`` (``m`` the same for all the windows given, a group's; the box kept
+        inside the map) and its
         halo is the input range ``stride * lo - pad + [0, stride * (m - 1) + k)``.
         """
         dev = self.device

@@ -23,7 +23,8 @@ module                     what
                            dependent patterns resampled in groups (``pattern_groups``)
 :mod:`~emolib.rsa.inference` noise ceilings, tests against zero and between models (FDR),
                            group contrasts, the Mantel test, result tables
-:mod:`~emolib.rsa.vectors`  condensed-vector helpers (internal)
+:mod:`~emolib.rsa.vectors`  condensed-vector helpers; ``SQUARES_BYTES``, the memory for
+                           square copies while reordering
 =========================  ===============================================================
 
 Data flow: patterns -> :mod:`rdms` -> (:mod:`align`) -> :mod:`compare` / :mod:`bootstrap`

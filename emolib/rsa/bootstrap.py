@@ -56,7 +56,8 @@ class BootstrapResult:
     method : str
         Comparison method.
     point : numpy.ndarray, shape (n_model, n_data)
-        Comparison on all patterns (equal to :func:`compare_table`).
+        Comparison on all patterns (:func:`compare_table`'s, up to float32 rounding of
+        float32 inputs).
     samples : numpy.ndarray, shape (n_bootstrap, n_model, n_data)
         Comparisons on the resampled patterns; NaN for samples with fewer than 3 distinct
         patterns (rsatoolbox's rule).

@@ -55,7 +55,8 @@ __all__ = [
 #: Comparison methods of :func:`compare_vectors` (rsatoolbox's names).
 COMPARE_METHODS = ("corr", "cosine", "spearman", "rho-a", "tau-a")
 #: Most condensed entries per chunk of :func:`compare_table`'s aligned corr/cosine pass:
-#: float32 sums of 32768 products stay within about 1e-8 (relative) of float64 ones.
+#: float32 products are summed in float32 within a chunk (each chunk sum rounded to float32,
+#: about 6e-8 relative), the chunk sums in float64.
 ALIGNED_CHUNK = 1 << 15
 
 
@@ -186,9 +187,9 @@ def compare_vectors(
 
     Notes
     -----
-    float32 input is processed in float32 chunks with float64 accumulation; float64 input
-    in float64 throughout. Positions that are NaN are dropped, as in rsatoolbox, and must be
-    the same in both sets.
+    float32 input is processed in float32 chunks, each chunk's sums rounded to float32
+    (about 6e-8 relative) and accumulated in float64; float64 input in float64 throughout.
+    Positions that are NaN are dropped, as in rsatoolbox, and must be the same in both sets.
     """
     v1 = np.asarray(vectors1)
     v2 = np.asarray(vectors2)
@@ -265,7 +266,8 @@ def compare_rdms(
 
 
 def _row_ss(x: np.ndarray) -> np.ndarray:
-    """Sum of squares of each row (BLAS dot: float32 rows stay within ~1e-9 at 32768)."""
+    """Sum of squares of each row in float64 (a float32 row is summed in float32 by BLAS dot:
+    about 6e-8 relative per chunk)."""
     return np.array([np.dot(r, r) for r in x], dtype=np.float64)
 
 
@@ -299,7 +301,7 @@ def _aligned_linear(
     n = n_from_length(k)
     starts = row_starts(n)
     chunks = row_chunks(n, chunk)
-    width = max(int(starts[r1] - starts[r0]) for r0, r1 in chunks)
+    width = max((int(starts[r1] - starts[r0]) for r0, r1 in chunks), default=0)
     permuted = any(p is not None for p in perms)
     group = n_squares(n, work, n_model) if permuted else n_model
     squares = np.empty((group, n, n), dtype=work) if permuted else None
@@ -382,7 +384,8 @@ def compare_table(
     Notes
     -----
     ``corr`` and ``cosine`` of NaN-free floating RDMs never copy a whole stack: the model's
-    square matrices (a few at a time, :data:`emolib.rsa.vectors.SQUARES_BYTES`) are built
+    square matrices (as many at a time as fit :data:`emolib.rsa.vectors.SQUARES_BYTES`, at
+    least one) are built
     once for all data objects, and chunks of at most ``min(chunk_size, 32768)`` entries are
     put in each data object's order right before their matrix product (float32 input:
     float32 products summed in float32 within a chunk, in float64 across chunks). Other
