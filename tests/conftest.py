@@ -26,6 +26,24 @@ from emolib.synthetic.forrest import affine_for, generate_studyforrest
 TINY_TIMING = RunTiming(starts=(0.0, 112.0, 224.0), n_volumes=(60, 60, 60), tr=2.0)
 
 
+def shuffled_rdms(rdms, seed: int):
+    """The same rsatoolbox RDMs in another pattern order (rsatoolbox's own ``reorder``),
+    their dtype kept (``reorder`` returns float64)."""
+    out = rdms.copy()
+    out.reorder(np.random.default_rng(seed).permutation(rdms.n_cond))
+    out.dissimilarities = out.dissimilarities.astype(rdms.dissimilarities.dtype)
+    return out
+
+
+def rdms_in_order(rdms, ids):
+    """rsatoolbox's ``reorder`` into the order of the pattern ids ``ids`` (float64: exact for
+    float32 input): the reference for our alignment by id."""
+    pos = {v: k for k, v in enumerate(rdms.pattern_descriptors["id"])}
+    out = rdms.copy()
+    out.reorder(np.array([pos[v] for v in ids]))
+    return out
+
+
 @pytest.fixture(scope="session")
 def real_annotations_dir():
     """The real Labs et al. annotation files (skip if shared/ is not beside the repo)."""

@@ -28,6 +28,7 @@ from emolib.forrest import (
 from emolib.models import EmotionCNN, extract_activations
 from emolib.rsa import rdms as rsa_rdms
 from emolib.synthetic.bold5000 import simulate_bold5000_rdms
+from tests.conftest import rdms_in_order, shuffled_rdms
 
 METHODS = rsa.COMPARE_METHODS
 
@@ -55,21 +56,6 @@ def _random_rdms(rng, n_rdm, n, names, key="layer", ties=False, **extra):
     desc.update({k: [val] * n_rdm for k, val in extra.items()})
     return RDMs(v, dissimilarity_measure="correlation", rdm_descriptors=desc,
                 pattern_descriptors={"id": _ids(n)})
-
-
-def _shuffled(rdms: RDMs, seed: int) -> RDMs:
-    """The same RDMs with the patterns in another order (rsatoolbox's own reorder)."""
-    out = rdms.copy()
-    out.reorder(np.random.default_rng(seed).permutation(rdms.n_cond))
-    return out
-
-
-def _order_like(rdms: RDMs, ids) -> RDMs:
-    """Reorder by hand with rsatoolbox (the reference for our alignment)."""
-    pos = {v: k for k, v in enumerate(rdms.pattern_descriptors["id"])}
-    out = rdms.copy()
-    out.reorder(np.array([pos[v] for v in ids]))
-    return out
 
 
 # ------------------------------------------------------------------ comparisons
@@ -118,14 +104,14 @@ def test_compare_vectors_drops_shared_nans_like_rsatoolbox():
 def test_compare_table_aligns_by_id_and_matches_rsatoolbox(method):
     rng = np.random.default_rng(4)
     layers = _random_rdms(rng, 3, 12, ["conv1", "layer1", "layer2"])
-    s1 = _shuffled(_random_rdms(rng, 2, 12, ["LHLOC", "LHPPA"], key="roi", subject="CSI1"), 5)
-    s2 = _shuffled(_random_rdms(rng, 2, 12, ["LHLOC", "LHPPA"], key="roi", subject="CSI2"), 6)
-    table = rsa.compare_table(_shuffled(layers, 7), [s1, s2], methods=method)
+    s1 = shuffled_rdms(_random_rdms(rng, 2, 12, ["LHLOC", "LHPPA"], key="roi", subject="CSI1"), 5)
+    s2 = shuffled_rdms(_random_rdms(rng, 2, 12, ["LHLOC", "LHPPA"], key="roi", subject="CSI2"), 6)
+    table = rsa.compare_table(shuffled_rdms(layers, 7), [s1, s2], methods=method)
     assert list(table.columns) == ["subject", "roi", "layer", "method", "value"]
     assert len(table) == 2 * 2 * 3
     for subj in (s1, s2):
         # reference: rsatoolbox after putting the data in the layers' order by hand
-        ref = compare(layers, _order_like(subj, layers.pattern_descriptors["id"]), method)
+        ref = compare(layers, rdms_in_order(subj, layers.pattern_descriptors["id"]), method)
         rows = table[table["subject"] == subj.rdm_descriptors["subject"][0]]
         for j, roi in enumerate(subj.rdm_descriptors["roi"]):
             for i, layer in enumerate(layers.rdm_descriptors["layer"]):
@@ -133,7 +119,7 @@ def test_compare_table_aligns_by_id_and_matches_rsatoolbox(method):
                 assert got["value"].item() == pytest.approx(ref[i, j], abs=1e-10)
     # without alignment the positional comparison would differ
     assert not np.allclose(
-        compare(layers, s1, "corr"), compare(layers, _order_like(s1, _ids(12)), "corr")
+        compare(layers, s1, "corr"), compare(layers, rdms_in_order(s1, _ids(12)), "corr")
     )
 
 
@@ -159,7 +145,7 @@ def test_reorder_patterns_matches_rsatoolbox_reorder():
     a = _random_rdms(rng, 2, 9, ["x", "y"])
     target = list(np.random.default_rng(1).permutation(_ids(9)))
     ours = rsa.reorder_patterns(a, target)
-    ref = _order_like(a, target)
+    ref = rdms_in_order(a, target)
     np.testing.assert_array_equal(ours.dissimilarities, ref.dissimilarities)
     assert list(ours.pattern_descriptors["id"]) == target
     assert rsa.reorder_patterns(a, _ids(9)) is a
@@ -168,11 +154,11 @@ def test_reorder_patterns_matches_rsatoolbox_reorder():
 def test_concat_and_joint_rdms_align_subjects():
     rng = np.random.default_rng(7)
     s1 = _random_rdms(rng, 2, 8, ["LOC", "PPA"], key="roi", subject="CSI1")
-    s2 = _shuffled(_random_rdms(rng, 2, 8, ["LOC", "PPA"], key="roi", subject="CSI2"), 3)
+    s2 = shuffled_rdms(_random_rdms(rng, 2, 8, ["LOC", "PPA"], key="roi", subject="CSI2"), 3)
     cat = rsa.concat_rdms([s1, s2])
     assert cat.rdm_descriptors["subject"] == ["CSI1", "CSI1", "CSI2", "CSI2"]
     joint = rsa.calc_joint_rdms([s1, s2])
-    s2_in_s1 = _order_like(s2, _ids(8))
+    s2_in_s1 = rdms_in_order(s2, _ids(8))
     np.testing.assert_allclose(
         joint.dissimilarities, (s1.dissimilarities + s2_in_s1.dissimilarities) / 2, atol=1e-15
     )
@@ -251,7 +237,7 @@ def test_bootstrap_samples_equal_rsatoolbox_resampling(method):
     rois = _random_rdms(rng, 3, 10, ["r1", "r2", "r3"], key="roi", ties=True, subject="S1")
     samples = rng.integers(0, 10, size=(6, 10))
     samples[0] = [4] * 8 + [5, 5]  # < 3 distinct patterns: NaN, as rsatoolbox
-    boot = rsa.bootstrap_compare(layers, _shuffled(rois, 1), method, pattern_samples=samples,
+    boot = rsa.bootstrap_compare(layers, shuffled_rdms(rois, 1), method, pattern_samples=samples,
                                  dtype=np.float64)
     np.testing.assert_allclose(boot.point, compare(layers, rois, method), atol=1e-10)
     assert np.isnan(boot.samples[0]).all()
@@ -379,10 +365,10 @@ def test_noise_ceiling_matches_boot_noise_ceiling(method):
         v = base + 0.8 * rng.random((2, 45))
         r = RDMs(v, rdm_descriptors={"roi": ["LOC", "PPA"], "subject": [name] * 2},
                  pattern_descriptors={"id": _ids(10)})
-        subjects.append(_shuffled(r, s))
+        subjects.append(shuffled_rdms(r, s))
     table = rsa.calc_noise_ceiling(subjects, method)
     for roi in ["LOC", "PPA"]:
-        aligned = [_order_like(r, _ids(10)).subset("roi", roi) for r in subjects]
+        aligned = [rdms_in_order(r, _ids(10)).subset("roi", roi) for r in subjects]
         ref_rdms = RDMs(np.concatenate([a.dissimilarities for a in aligned]),
                         rdm_descriptors={"subject": ["CSI1", "CSI2", "CSI3"]})
         with warnings.catch_warnings():
@@ -431,7 +417,7 @@ def test_mantel_exact_matches_explicit_enumeration():
     m1 = squareform(1 - np.corrcoef(pats), checks=False)
     m2 = squareform(1 - np.corrcoef(pats + 1.2 * rng.standard_normal((5, 20))), checks=False)
     r1 = RDMs(m1[None], pattern_descriptors={"id": classes})
-    r2 = _shuffled(RDMs(m2[None], pattern_descriptors={"id": classes}), 4)
+    r2 = shuffled_rdms(RDMs(m2[None], pattern_descriptors={"id": classes}), 4)
     res = rsa.calc_mantel(r1, r2)
     assert res.exact and len(res.null_distribution) == 120
     # explicit enumeration on square matrices

@@ -13,6 +13,7 @@ from rsatoolbox.rdm import RDMs, compare, concat
 
 from emolib import rsa
 from emolib.rsa import vectors as rsa_vectors
+from tests.conftest import rdms_in_order, shuffled_rdms
 
 #: Patterns: 300 gives two 256-row tiles in the square matrices and 44,850 pairs (two
 #: chunks of the aligned pass at its 32768 entries).
@@ -33,22 +34,6 @@ def _rdms(rng, n_rdm: int, n: int, names, key: str, dtype=np.float64, **const) -
                 pattern_descriptors={"id": _ids(n)})
 
 
-def _shuffled(rdms: RDMs, seed: int) -> RDMs:
-    """The same RDMs in another pattern order (rsatoolbox's reorder), dtype kept."""
-    out = rdms.copy()
-    out.reorder(np.random.default_rng(seed).permutation(rdms.n_cond))
-    out.dissimilarities = out.dissimilarities.astype(rdms.dissimilarities.dtype)
-    return out
-
-
-def _order_like(rdms: RDMs, ids) -> RDMs:
-    """rsatoolbox's reorder into the order of ``ids`` (float64, exact for float32 input)."""
-    pos = {v: k for k, v in enumerate(rdms.pattern_descriptors["id"])}
-    out = rdms.copy()
-    out.reorder(np.array([pos[v] for v in ids]))
-    return out
-
-
 def _room_for(monkeypatch, n_squares: int, dtype=np.float64) -> None:
     monkeypatch.setattr(rsa_vectors, "SQUARES_BYTES",
                         n_squares * N * N * np.dtype(dtype).itemsize)
@@ -58,7 +43,7 @@ def _subjects(rng, dtype=np.float64) -> list[RDMs]:
     """Three subjects of 3 ROIs: the first in the model's order, two shuffled."""
     subjects = [_rdms(rng, 3, N, ["LOC", "PPA", "RSC"], "roi", dtype, subject=f"CSI{s}")
                 for s in (1, 2, 3)]
-    return [subjects[0], _shuffled(subjects[1], 11), _shuffled(subjects[2], 12)]
+    return [subjects[0], shuffled_rdms(subjects[1], 11), shuffled_rdms(subjects[2], 12)]
 
 
 def _values(table, rdms: RDMs, model: RDMs, method: str) -> np.ndarray:
@@ -79,7 +64,7 @@ def test_aligned_corr_and_cosine_match_rsatoolbox(monkeypatch, n_squares):
                               chunk_size=5000)
     assert len(table) == 3 * 3 * 5 * 3
     for subj in subjects:
-        aligned = _order_like(subj, model.pattern_descriptors["id"])
+        aligned = rdms_in_order(subj, model.pattern_descriptors["id"])
         for method in ("corr", "cosine", "spearman"):
             np.testing.assert_allclose(_values(table, subj, model, method),
                                        compare(model, aligned, method), rtol=0, atol=1e-10)
@@ -98,7 +83,7 @@ def test_aligned_corr_of_float32_rdms_matches_float64_rsatoolbox():
                    rdm_descriptors=model.rdm_descriptors,
                    pattern_descriptors=model.pattern_descriptors)
     for subj in subjects:
-        aligned = _order_like(subj, model.pattern_descriptors["id"])
+        aligned = rdms_in_order(subj, model.pattern_descriptors["id"])
         assert aligned.dissimilarities.dtype == np.float64
         # cosine of uncentred values near 1: its dot product and both sums of squares are
         # each rounded to float32 per chunk (about 6e-8 relative), so up to about 3 x 6e-8
@@ -119,7 +104,7 @@ def test_compare_table_with_blanked_pairs_drops_them_like_rsatoolbox():
         rdms.dissimilarities[:, blank[pos[i]] & blank[pos[j]]] = np.nan
     table = rsa.compare_table(model, subjects, methods=("corr", "cosine"))
     for subj in subjects:
-        aligned = _order_like(subj, model.pattern_descriptors["id"])
+        aligned = rdms_in_order(subj, model.pattern_descriptors["id"])
         for method in ("corr", "cosine"):
             np.testing.assert_allclose(_values(table, subj, model, method),
                                        compare(model, aligned, method), rtol=0, atol=1e-10)
@@ -137,7 +122,7 @@ def test_joint_rdms_are_the_float64_means_of_the_aligned_subjects(monkeypatch, d
     joint = rsa.calc_joint_rdms(subjects)
     assert joint.dissimilarities.dtype == dtype
     ids = subjects[0].pattern_descriptors["id"]
-    aligned = [_order_like(s, ids) for s in subjects]
+    aligned = [rdms_in_order(s, ids) for s in subjects]
     expected = (sum(a.dissimilarities.astype(np.float64) for a in aligned) / 3).astype(dtype)
     np.testing.assert_array_equal(joint.dissimilarities, expected)
     for k, roi in enumerate(["LOC", "PPA", "RSC"]):
@@ -155,7 +140,7 @@ def test_reorder_patterns_through_squares_keeps_dtype_and_nans(dtype):
     ours = rsa.reorder_patterns(rdms, target)
     assert ours.dissimilarities.dtype == dtype
     np.testing.assert_array_equal(ours.dissimilarities,
-                                  _order_like(rdms, target).dissimilarities.astype(dtype))
+                                  rdms_in_order(rdms, target).dissimilarities.astype(dtype))
     back = rsa.reorder_patterns(ours, _ids(N))
     np.testing.assert_array_equal(back.dissimilarities, rdms.dissimilarities)
 
