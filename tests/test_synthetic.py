@@ -157,7 +157,7 @@ def test_obtain_dataset_says_whether_it_reused_and_sees_annotation_contents(tmp_
     status, reason = obtain_dataset("synthetic", "t", **{**kw, "seed": 4}).reuse
     assert status == "stale" and reason.startswith(f"annotation_files.{victim.name}: ")
     assert obtain_dataset("bids", "t", bids_dir=tmp_path / "data" / "synthetic" / "t" /
-                          "ds000113", annotations_dir=ann).reuse is None
+                          "studyforrest" / "ds000113", annotations_dir=ann).reuse is None
 
 
 def test_real_annotations_drive_the_labels(tmp_path, real_annotations_dir):

@@ -89,7 +89,9 @@ def obtain_dataset(
     Parameters
     ----------
     source : {"synthetic", "bids"}
-        Generate a dataset under ``<data_dir>/synthetic/<profile>``, or read ``bids_dir``.
+        Generate a dataset under ``<data_dir>/synthetic/<profile>/studyforrest`` (a folder of
+        its own: it is replaced as a whole, and the BOLD5000 twin lives beside it), or read
+        ``bids_dir``.
     profile : str
         Run profile; names the generated dataset's folder.
     data_dir : str or path-like, optional
@@ -126,7 +128,7 @@ def obtain_dataset(
             raise ValueError("source='bids' needs annotations_dir (the Labs et al. raw/ "
                              "folder); none found (make data fetches it)")
         return DatasetSource(Path(bids_dir).expanduser().resolve(), ann, True, None, layout)
-    out = get_data_dir(data_dir) / "synthetic" / profile
+    out = get_data_dir(data_dir) / "synthetic" / profile / "studyforrest"
     record = out / "truth" / "generation.json"
     before = json.loads(record.read_text())["parameters"] if record.is_file() else None
     # the pipeline owns this folder: regenerate it when the parameters changed
