@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= demo
+# chapters run at the same time, each once those it reads are done (emolib.book.runner)
+JOBS ?= 2
 # pip on the project's build machines warns about missing local mirror folders; hide that noise.
 PIPFILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
@@ -28,7 +30,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## Execute every notebook with the demo profile (generated data) and build the book's HTML.
 book: $(STAMP)
-	$(PY) -m emolib.book --profile $(PROFILE)
+	$(PY) -m emolib.book --profile $(PROFILE) --jobs $(JOBS)
 
 ## The smallest end-to-end book (smoke profile).
 smoke: $(STAMP)

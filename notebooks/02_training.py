@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   emolib:
+#     needs: [01_dataprep]  # the chapters whose outputs this one reads
 #   jupytext:
 #     formats: py:percent
 #     text_representation:
@@ -59,6 +61,8 @@ ci_method: str = "jackknife"  # intervals: jackknife (delete-one-block, calibrat
 n_bootstrap: int = 500  # block-bootstrap resamples, when ci_method is bootstrap (paper: 1000)
 ci_block_s: Optional[float] = 60.0  # seconds of movie time left out (jackknife) or resampled (bootstrap) together; None: single moments
 device: str = "auto"  # auto uses a GPU when there is one, else the CPU
+workers: Optional[int] = 2  # train the folds as tasks on a local Dask cluster of this many processes; None: one after another in this kernel
+scheduler: Optional[str] = None  # address of a running Dask scheduler (e.g. a Slurm cluster's) to train on instead of a local cluster
 restart: bool = False  # delete earlier outputs instead of resuming from them
 seed: int = 0  # seed of initialisation, batch order and dropout
 progress: bool = True  # show progress bars
@@ -94,6 +98,7 @@ from emolib.plots import (
     plot_null,
     plot_roc_by_fold,
 )
+from emolib.tasks import dashboard_link, local_cluster
 
 configure_plotly()
 prepared = load_prepared(get_derived_dir("01_dataprep", profile, data_dir, create=False))
@@ -154,10 +159,23 @@ leaks
 # folds, is in the table below. The paper profile keeps the original's recipe
 # (`augment_noise: 0`).
 
+#
+# Folds are independent: each is one task (train, evaluate, fit the baselines, write its own
+# folder atomically) on a Dask cluster, a local one of `workers` processes by default, or the
+# one at `scheduler` (a lab's Slurm allocation through `dask-jobqueue`: see the performance
+# chapter). A fold's numbers do not depend on where it ran, only on its thread count (a test
+# checks a 2-worker cluster against the serial run); a worker that dies is replaced and its
+# fold resumes from its last checkpoint.
+
 # %%
+cluster = local_cluster(workers) if workers and not scheduler else None
+engine = scheduler or (cluster.scheduler_address if cluster else None)
+if cluster is not None:
+    link = dashboard_link(cluster)
+    print(f"local Dask cluster: {workers} workers" + (f", dashboard {link}" if link else ""))
 out_root = get_derived_dir("02_training", profile, data_dir)
 result = run_decoding(prepared, out_root / split, split, config, folds=folds, span_s=leak_span_s,
-                      progress=progress, restart=restart)
+                      progress=progress, restart=restart, scheduler=engine)
 plot_learning_curves(result.history)
 
 # %% [markdown]
@@ -249,7 +267,7 @@ if ground_truth:
         random_split=compare_random,
         standardize=prepared.manifest["parameters"].get("standardize", "volume"),
         smoothing_fwhm=prepared.manifest["parameters"].get("smoothing_fwhm"),
-        high_pass=prepared.manifest["parameters"].get("high_pass"))
+        high_pass=prepared.manifest["parameters"].get("high_pass"), scheduler=engine)
     display(truth_table.round(3))
     if compare_random:
         inflation = split_inflation(
@@ -287,7 +305,8 @@ if ground_truth:
 tables = [summary]
 if compare_random:
     random_result = run_decoding(prepared, out_root / "random", "random", config,
-                                 span_s=leak_span_s, progress=progress, restart=restart)
+                                 span_s=leak_span_s, progress=progress, restart=restart,
+                                 scheduler=engine)
     tables.append(summarize_decoding(random_result, n_boot=n_bootstrap, seed=seed,
                                      block_s=ci_block_s, interval=ci_method))
 comparison = pd.concat(tables, ignore_index=True)
@@ -312,6 +331,8 @@ pd.concat([original, ours], ignore_index=True)
 # held-out prediction are saved for the occlusion and RSA chapters.
 
 # %%
+if cluster is not None:
+    cluster.close()
 pd.Series({"folder": display_path(result.folder, data_dir), "folds": len(result.folds),
            "predictions": int((result.predictions["model"] == "cnn").sum()),
            "models": ", ".join(sorted(p.parent.name for p in result.folder.glob("fold-*/best.pt")))

@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   emolib:
+#     needs: [01_dataprep, 02_training]  # the chapters whose outputs this one reads
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

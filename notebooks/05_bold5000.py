@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   emolib:
+#     needs: []  # the chapters whose outputs this one reads
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   emolib:
+#     needs: all  # the methods chapter reads every stage's manifests
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

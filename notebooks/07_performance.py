@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   emolib:
+#     needs: []  # the chapters whose outputs this one reads
+#     alone: true  # benchmarks: nothing else may compute beside them
 #   jupytext:
 #     formats: py:percent
 #     text_representation:
@@ -54,7 +57,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from emolib.book.perf import ratio_table, run_benchmark
+from emolib.book.perf import paper_training_cost, ratio_table, run_benchmark
 from emolib.paths import display_command
 
 data_args = ["--data-dir", data_dir] if data_dir else []
@@ -97,6 +100,28 @@ ax.set_xlabel("speed-up of emolib over the peer (log scale; dataprep: floor time
 for y, v in enumerate(speedups):
     ax.text(v, y, f" {v:.2f}x", va="center")
 plt.show()
+
+# %% [markdown]
+# ## What the paper profile would cost, on N workers
+#
+# The paper profile's run split is 8 folds of up to 50 epochs over 5,250 volumes of
+# 80 x 80 x 35 (15 subjects x 5 classes x 70). Each fold is one task on a Dask cluster
+# (chapter 02: a local one by default, or a lab's through `dask-jobqueue`), so N workers
+# take ceil(8 / N) rounds of one fold. From the training throughput measured above (one
+# process on this machine, at the benchmark's volume size, scaled to 80 x 80 x 35 by voxel
+# count; every epoch over every volume once, no early stopping):
+
+# %%
+training = next(r for r in results if r.script == "bench_training.py")
+cost = paper_training_cost(training.measured["training volumes/s emolib"],
+                           int(training.measured["training volume voxels"]))
+display(Markdown(
+    f"At {training.measured['training volumes/s emolib']:.1f} training volumes/s of "
+    f"{int(training.measured['training volume voxels']):,} voxels here, one paper fold "
+    f"costs about **{cost['fold_hours'].iloc[0]:.0f} h** on this CPU; on 8 workers like it "
+    f"the run split takes **{cost['total_hours'].iloc[-1]:.0f} h**. The paper profile is "
+    "meant for GPUs: the same arithmetic with a GPU's measured throughput gives its cost."))
+cost.round(2)
 
 # %% [markdown]
 # How each was made fast: the volume cache inflates each gzip stream in one call (with ISA-L)

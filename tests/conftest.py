@@ -117,14 +117,15 @@ def smoke_book(tmp_path_factory):
     import time
 
     from emolib.book.incremental import execution_inputs, record_execution
+    from emolib.book.runner import chapter_needs
 
     root = tmp_path_factory.mktemp("smoke_book")
     data, book = root / "data", root / "book"
     results = {}
     order = list(SMOKE["notebooks"])  # as the runner runs them (the methods chapter last)
-    for i, name in enumerate(order):
+    for name in order:
         params = {**notebook_parameters(SMOKE, name), "data_dir": str(data)}
-        inputs = execution_inputs(name, params, order[:i], NOTEBOOKS_DIR)
+        inputs = execution_inputs(name, params, chapter_needs(name, order), NOTEBOOKS_DIR)
         t0 = time.perf_counter()
         try:
             results[name] = execute_notebook(name, params, output_dir=book, progress=False)

@@ -28,3 +28,21 @@ def test_a_goal_covers_every_ratio_its_name_starts_and_the_longest_key_wins():
 def test_a_benchmark_that_fails_or_prints_no_ratio_is_an_error_with_its_output():
     with pytest.raises(RuntimeError, match="bench_rsa_bootstrap.py --no-such-option failed"):
         run_benchmark("bench_rsa_bootstrap.py", ["--no-such-option"])
+
+
+def test_paper_training_cost_is_the_arithmetic_of_rounds_of_folds():
+    """One fold's epochs over every volume at the measured rate, scaled by voxels; N workers
+    take ceil(8 / N) rounds."""
+    import math
+
+    from emolib.book.perf import PAPER_EPOCHS, PAPER_SAMPLES, PAPER_SHAPE, paper_training_cost
+
+    one_hour = PAPER_EPOCHS * PAPER_SAMPLES / 3600  # volumes/s for one fold in one hour
+    cost = paper_training_cost(one_hour, workers=(1, 2, 3, 8, 16)).set_index("workers")
+    assert cost["fold_hours"].tolist() == pytest.approx([1.0] * 5)
+    assert cost["rounds"].tolist() == [8, 4, 3, 1, 1]
+    assert cost["total_hours"].tolist() == pytest.approx([8, 4, 3, 1, 1])
+    eighth = paper_training_cost(one_hour, voxels=math.prod(PAPER_SHAPE) // 8)
+    assert eighth["fold_hours"].tolist() == pytest.approx([8.0] * 4)
+    with pytest.raises(ValueError, match="must be positive"):
+        paper_training_cost(0.0)

@@ -64,16 +64,55 @@ def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
     assert "parameters.effect_size: 0.1 -> 0.2" in changed["01_dataprep"]["reason"]
     report = write_execution_report(book, ["01_dataprep", "02_training"]).read_text()
     assert "| {doc}`01_dataprep` | run |" in report and "| 02_training | - |" in report
-    # two failing notebooks: both run, both reported, the book not built
+    # 01 fails, 02 reads it and is not run, 05 reads neither and fails on its own; two
+    # chapters at a time: both failures collected, the skipped one named, the book not built
     write({"01_dataprep": {**own, "source": "no-such-source"},
-           "02_training": {"split": "nope"}})
-    with pytest.raises(NotebookFailed, match=r"(?s)2 of 2 notebooks failed.*01_dataprep.py "
-                                             r"failed in cell.*02_training.py failed in cell"):
-        run_profile(str(profile), build=False, progress=False, book_dir=book)
+           "02_training": {"split": "nope"}, "05_bold5000": {"source": "nope"}})
+    with pytest.raises(NotebookFailed) as err:
+        run_profile(str(profile), build=False, progress=False, book_dir=book, jobs=2)
+    message = str(err.value)
+    assert message.startswith("2 of 3 notebooks failed (02_training not run: they read them)")
+    assert "01_dataprep.py failed in cell" in message
+    assert "05_bold5000.py failed in cell" in message
     statuses = json.loads((book / ".execution.json").read_text())
-    assert [s["status"] for s in statuses.values()] == ["failed", "failed"]
+    assert {n: s["status"] for n, s in statuses.items()} == {
+        "01_dataprep": "failed", "02_training": "skipped", "05_bold5000": "failed"}
+    assert statuses["02_training"]["reason"] == "needs 01_dataprep, which did not run"
     assert (book / "01_dataprep.ipynb").is_file()  # the last good page stays
     assert (book / "01_dataprep.failed.ipynb").is_file()
+
+
+def test_declared_needs_cover_every_stage_a_chapter_reads():
+    """Each chapter's header lists (emolib.needs) every stage whose folder it opens for
+    reading, so that the runner neither starts it early nor reuses it after they changed;
+    only the performance chapter runs alone."""
+    import re
+
+    from emolib.book.runner import chapter_alone, chapter_needs, chapters
+
+    names = chapters()
+    for name in names:
+        source = (NOTEBOOKS_DIR / f"{name}.py").read_text()
+        read = set(re.findall(r'get_derived_dir\(\s*"(\d\d_\w+)"[^)]*create=False', source))
+        assert read <= set(chapter_needs(name, names)), name
+        assert name not in chapter_needs(name, names)
+    assert chapter_needs("05_bold5000", names) == []
+    assert set(chapter_needs("06_methods", names)) == set(names) - {"06_methods"}
+    assert [n for n in names if chapter_alone(n)] == ["07_performance"]
+
+
+def test_chapters_that_need_each_other_are_refused(tmp_path, monkeypatch):
+    """A cycle in the declared needs is an error before anything runs, not a hang."""
+    import emolib.book.runner as runner
+
+    real = runner.chapter_needs
+    monkeypatch.setattr(runner, "chapter_needs", lambda name, names: (
+        ["02_training"] if name == "01_dataprep" else real(name, names)))
+    profile = tmp_path / "cycle.yaml"
+    profile.write_text(yaml.safe_dump({"name": "cycle", "common": {"profile": "cycle"},
+                                       "notebooks": {"01_dataprep": {}, "02_training": {}}}))
+    with pytest.raises(ValueError, match="chapters that need each other"):
+        run_profile(str(profile), build=False, progress=False, book_dir=tmp_path / "book")
 
 
 def test_check_parameters_reads_papermill_injected_cell():

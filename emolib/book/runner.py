@@ -9,9 +9,15 @@ Incremental: a notebook whose inputs are unchanged since its executed notebook w
 not run again (:mod:`emolib.book.incremental`; ``--force`` runs all); every failure is
 collected before the run exits non-zero; the book's execution report says what ran.
 
+Concurrent (``--jobs N``): the chapters form a graph, each notebook's header naming the
+chapters it reads (``emolib: needs: [...]``, or ``all``); up to N run at the same time, each
+in its own kernel (so threads of this process suffice to drive them: the folds inside a
+chapter are what goes to Dask, :mod:`emolib.tasks`), one whose header says ``alone: true``
+with nothing beside it. A chapter that reads a failed one is not run.
+
 Usage::
 
-    python -m emolib.book --profile demo            # execute every notebook, build the book
+    python -m emolib.book --profile demo --jobs 2   # execute every notebook, build the book
     python -m emolib.book --profile smoke --no-build
     python -m emolib.book --profile demo --only 01_dataprep
 """
@@ -22,7 +28,9 @@ import argparse
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import jupytext
@@ -42,7 +50,8 @@ from emolib.book.params import check_names, check_profile, parse_parameters
 from emolib.paths import REPO_ROOT
 
 __all__ = [
-    "BOOK_DIR", "NOTEBOOKS_DIR", "NotebookFailed", "PROFILES_DIR", "build_book", "chapters",
+    "BOOK_DIR", "NOTEBOOKS_DIR", "NotebookFailed", "PROFILES_DIR", "build_book", "chapter_alone",
+    "chapter_needs", "chapters",
     "copy_book_sources", "declared_parameters", "execute_notebook", "load_profile", "main",
     "notebook_parameters", "present_parameters", "record_parameters", "run_profile",
     "stage_static_assets", "to_ipynb",
@@ -350,18 +359,49 @@ def chapters() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
 
 
+def chapter_needs(name: str, names: list[str]) -> list[str]:
+    """The chapters among ``names`` (a profile's, in order) whose outputs chapter ``name``
+    reads: its notebook header's ``emolib: needs:`` list (``all``: every other chapter of the
+    profile), or every chapter before it where the header says nothing."""
+    meta = jupytext.read(NOTEBOOKS_DIR / f"{name}.py").metadata.get("emolib", {})
+    needs = meta.get("needs")
+    if needs is None:
+        return names[:names.index(name)]
+    if needs == "all":
+        return [n for n in names if n != name]
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        raise ValueError(f"{NOTEBOOKS_DIR / f'{name}.py'}: emolib.needs must be a list of "
+                         f"chapter names or 'all', not {needs!r}")
+    return [n for n in names if n in needs]
+
+
+def chapter_alone(name: str) -> bool:
+    """Whether chapter ``name`` must run with nothing else beside it (header ``emolib:
+    alone: true``: the performance chapter, whose timings another kernel would distort)."""
+    meta = jupytext.read(NOTEBOOKS_DIR / f"{name}.py").metadata.get("emolib", {})
+    return bool(meta.get("alone", False))
+
+
 def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
                 progress: bool = True, force: bool = False,
-                book_dir: Path = BOOK_DIR) -> dict[str, dict]:
-    """Execute the notebooks of a profile in order, then build the book.
+                book_dir: Path = BOOK_DIR, jobs: int = 1) -> dict[str, dict]:
+    """Execute the notebooks of a profile as a graph of chapters, then build the book.
+
+    A chapter runs once the chapters it reads (:func:`chapter_needs`) have run or were
+    cached; up to ``jobs`` chapters run at the same time (each in its own kernel), except
+    one that must run alone (:func:`chapter_alone`). With ``jobs=1`` they run one after
+    another in the profile's order.
 
     A notebook whose source, parameters, package code and upstream manifests are those of
     its executed notebook's record is not run again (``cached``; ``force`` runs it anyway):
-    :mod:`emolib.book.incremental`. A failing notebook does not stop the others; every
-    failure (notebook and cell) is collected and raised together at the end, before the
-    book is built. Returns each notebook's status (``run``, ``cached``, ``failed``) with the
-    reason.
+    :mod:`emolib.book.incremental`. A failing notebook does not stop the others, but the
+    chapters that read it are not run (``skipped``: they would read missing or stale
+    outputs); every failure (notebook and cell) is collected and raised together at the
+    end, before the book is built. Returns each notebook's status (``run``, ``cached``,
+    ``failed``, ``skipped``) with the reason.
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, not {jobs!r}")
     spec = load_profile(profile)
     names = [n for n in spec["notebooks"] if only is None or n in only]
     missing = [n for n in (only or []) if n not in spec["notebooks"]]
@@ -370,36 +410,84 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
     # every name of the profile checked before any notebook runs
     check_profile(spec, {n: declared_parameters(n) for n in spec["notebooks"]})
     order = list(spec["notebooks"])
+    needs = {n: chapter_needs(n, order) for n in names}
+    alone = {n: chapter_alone(n) for n in names}
     package = package_digest()  # once: the sources do not change during the run
     total = time.perf_counter()
     statuses, failures = {}, []
-    for i, name in enumerate(names, start=1):
+    bars = progress and jobs == 1  # cell bars of concurrent kernels would interleave
+    lock = threading.Lock()
+
+    def say(line: str) -> None:  # one write per line: lines of concurrent chapters stay whole
+        with lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def run_one(i: int, name: str) -> tuple[dict, str | None]:
         params = notebook_parameters(spec, name)
-        inputs = execution_inputs(name, params, order[:order.index(name)], NOTEBOOKS_DIR,
-                                  package)
+        inputs = execution_inputs(name, params, needs[name], NOTEBOOKS_DIR, package)
         fresh, why = (False, "--force") if force else cache_status(
             book_dir / f"{name}.ipynb", inputs)
         head = f"[{i}/{len(names)}] {name} (profile {spec['name']})"
         if fresh:
-            print(f"{head}: cached ({why})", flush=True)
-            statuses[name] = {"status": "cached", "reason": "inputs unchanged"}
-            continue
-        print(f"{head}: running ({why})", flush=True)
+            say(f"{head}: cached ({why})")
+            return {"status": "cached", "reason": "inputs unchanged"}, None
+        say(f"{head}: running ({why})")
         t0 = time.perf_counter()
         try:
-            out = execute_notebook(name, params, output_dir=book_dir, progress=progress)
+            out = execute_notebook(name, params, output_dir=book_dir, progress=bars)
         except NotebookFailed as err:
-            failures.append(str(err))
-            statuses[name] = {"status": "failed", "reason": str(err).splitlines()[0]}
-            print(f"{head}: FAILED after {time.perf_counter() - t0:.0f} s", flush=True)
-            continue
+            say(f"{head}: FAILED after {time.perf_counter() - t0:.0f} s")
+            return {"status": "failed", "reason": str(err).splitlines()[0]}, str(err)
         record_execution(out, inputs, time.perf_counter() - t0)
-        statuses[name] = {"status": "run", "reason": why}
-        print(f"{head}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        say(f"{head}: done in {time.perf_counter() - t0:.0f} s")
+        return {"status": "run", "reason": why}, None
+
+    pending = list(names)
+    running: dict = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            for name in list(pending):
+                upstream = [n for n in needs[name] if n in names]
+                bad = [n for n in upstream if statuses.get(n, {}).get("status")
+                       in ("failed", "skipped")]
+                if bad:
+                    pending.remove(name)
+                    statuses[name] = {"status": "skipped",
+                                      "reason": f"needs {', '.join(bad)}, which did not run"}
+                    say(f"[{names.index(name) + 1}/{len(names)}] {name}: not run "
+                        f"({statuses[name]['reason']})")
+                    continue
+                ready = all(n in statuses for n in upstream)
+                fits = len(running) < jobs and not any(alone[n] for n in running.values())
+                if alone[name] and jobs > 1:  # alone: when nothing runs and nothing else can
+                    fits = fits and not running and not any(
+                        not alone[p] and all(n in statuses for n in needs[p] if n in names)
+                        for p in pending)
+                if ready and fits:
+                    pending.remove(name)
+                    running[pool.submit(run_one, names.index(name) + 1, name)] = name
+            if not running:
+                blocked = [p for p in pending if any(
+                    statuses.get(n, {}).get("status") in ("failed", "skipped")
+                    for n in needs[p])]
+                if pending and not blocked:  # nothing runs, nothing can start
+                    raise ValueError(f"chapters that need each other: {pending} (their "
+                                     "notebook headers' emolib.needs)")
+                continue  # the next pass skips what needs a chapter that did not run
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                statuses[name], error = future.result()
+                if error:
+                    failures.append(error)
+    statuses = {n: statuses[n] for n in names}
     write_run_statuses(book_dir, statuses)
     if failures:
-        raise NotebookFailed(f"{len(failures)} of {len(names)} notebooks failed:\n\n"
-                             + "\n\n".join(failures))
+        skipped = [n for n, st in statuses.items() if st["status"] == "skipped"]
+        raise NotebookFailed(f"{len(failures)} of {len(names)} notebooks failed"
+                             + (f" ({', '.join(skipped)} not run: they read them)"
+                                if skipped else "") + ":\n\n" + "\n\n".join(failures))
     if build:
         t0 = time.perf_counter()
         build_book(book_dir, all_pages=False)
@@ -419,13 +507,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--force", action="store_true",
                         help="run every notebook, even those whose inputs are unchanged")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="chapters run at the same time, each once those it reads are "
+                             "done (default 1: one after another)")
     args = parser.parse_args(argv)
     try:
         if args.build_only:
             build_book()
         else:
             run_profile(args.profile, args.only, build=not args.no_build,
-                        progress=not args.no_progress, force=args.force)
+                        progress=not args.no_progress, force=args.force, jobs=args.jobs)
     except NotebookFailed as err:
         print(f"\nFAILED: {err}", file=sys.stderr)
         return 1

@@ -22,6 +22,10 @@ leakage span, whether baselines ran; :func:`emolib.manifest.reuse_status`). A fi
 made from the same inputs is reused, an interrupted one resumes from its last epoch (so a
 killed run picks up where it stopped), and one made from anything else is deleted and
 recomputed; :attr:`DecodingResult.reuse` and the progress lines say which happened.
+
+The folds are independent tasks (:func:`emolib.tasks.run_tasks`), each owning its folder:
+one after another in this process by default, or on a Dask cluster (``workers`` for a local
+one, ``scheduler`` for a running one), with the same numbers at the same thread count.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from threadpoolctl import threadpool_limits
 
 from emolib.decoding.baselines import inner_validation, linear_baseline
 from emolib.decoding.evaluate import (
@@ -45,7 +51,7 @@ from emolib.decoding.evaluate import (
     time_blocks,
 )
 from emolib.decoding.nulls import permutation_test
-from emolib.forrest.dataprep import PreparedData, prepare_dataset
+from emolib.forrest.dataprep import PreparedData, load_prepared, prepare_dataset
 from emolib.forrest.leaks import HRF_SPAN_S, assert_no_leak
 from emolib.forrest.splits import make_splits, removal_table
 from emolib.forrest.timing import RunTiming
@@ -56,8 +62,10 @@ from emolib.manifest import (
     write_inputs,
     write_manifest,
 )
+from emolib.models import torch_threads
 from emolib.models.train import TrainConfig, evaluate_batches, to_tensor, train_model
 from emolib.synthetic import generate_studyforrest
+from emolib.tasks import run_tasks, threads_per_task
 
 __all__ = [
     "DecodingResult", "MODELS", "STAGE", "fold_arrays", "ground_truth_check", "load_decoding",
@@ -65,6 +73,7 @@ __all__ = [
 ]
 
 STAGE = "02_training"
+DONE = "done.json"  # a fold folder's last file: the fold is finished
 
 
 MODELS = ("cnn", "linear", "chance")
@@ -130,6 +139,68 @@ def fold_arrays(volumes: np.ndarray, sel: np.ndarray, samples: pd.DataFrame, spl
             np.asarray(volumes[sel[split.test]]))
 
 
+def _train_fold(prepared: PreparedData | Path, split, i: int, kind: str, config: TrainConfig,
+                span_s: float, baselines: bool, fdir: Path, inputs: dict,
+                threads: int | None, progress: bool) -> str:
+    """One fold as a task (:func:`emolib.tasks.run_tasks`), owning its folder: when the task
+    starts, a folder made from other inputs is emptied and a new or emptied one gets its
+    ``inputs.json`` (a fold that never started keeps its state); then the CNN is trained
+    (resuming from the fold's last checkpoint, so that a task rerun after its worker died
+    carries on), the baselines fitted, and ``predictions.csv`` then ``done.json`` written,
+    each atomically."""
+    status, _ = reuse_status(fdir, inputs, done=DONE)  # afresh: a rerun task finds "resume"
+    if status == "reuse":  # finished by an attempt whose worker died before it reported
+        return split.name
+    if status == "stale":
+        shutil.rmtree(fdir)
+    if status in ("stale", "new"):
+        write_inputs(fdir, inputs)
+    if not isinstance(prepared, PreparedData):
+        prepared = load_prepared(prepared)
+    sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
+    samples = prepared.samples.iloc[sel].reset_index(drop=True)
+    y_all = samples["y"].to_numpy()
+    n_classes = len(prepared.classes)
+    # torch's threads and the BLAS pools' (the linear baseline): both change the rounding
+    with torch_threads(threads), threadpool_limits(threads):
+        n_threads = torch.get_num_threads()
+        tr_idx, val_idx, x_tr, x_val, x_te = fold_arrays(prepared.volumes, sel, samples, split,
+                                                          kind, config.seed, span_s)
+        result = train_model(x_tr, y_all[tr_idx], x_val, y_all[val_idx], n_classes, config,
+                             checkpoint_dir=fdir, progress=progress)
+        xt = to_tensor(x_te, next(result.model.parameters()).device, config.channels_last)
+        cnn_probs, _, _ = evaluate_batches(result.model, xt, None)
+        per_model = {"cnn": cnn_probs}
+        if baselines:
+            m = prepared.mask
+            per_model["linear"] = linear_baseline(x_tr[:, m], y_all[tr_idx], x_val[:, m],
+                                                  y_all[val_idx], x_te[:, m], n_classes,
+                                                  seed=config.seed)
+            rng = np.random.default_rng([config.seed, i])
+            scores = rng.random((len(x_te), n_classes))
+            per_model["chance"] = scores / scores.sum(axis=1, keepdims=True)
+    meta = samples.iloc[split.test][["subject", "run", "volume", "movie_time",
+                                      "label_tr", "label", "y"]].reset_index(drop=True)
+    meta.insert(0, "sample", sel[split.test])  # row in the prepared sample table
+    meta.insert(0, "fold", split.name)
+    cols = [f"p_{c}" for c in prepared.classes]
+    fold_preds = pd.concat(
+        [meta.assign(model=m, **dict(zip(cols, p.T, strict=True)))
+         for m, p in per_model.items()], ignore_index=True)
+    _write_atomic(fdir / "predictions.csv", fold_preds.to_csv(index=False))
+    _write_atomic(fdir / DONE, json.dumps({
+        "fold": split.name, "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy, "n_val": int(val_idx.size),
+        "threads": n_threads}))
+    return split.name
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def run_decoding(
     prepared: PreparedData,
     out_dir: str | os.PathLike,
@@ -140,6 +211,9 @@ def run_decoding(
     baselines: bool = True,
     progress: bool = True,
     restart: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    threads: int | None = None,
 ) -> DecodingResult:
     """Cross-validate the CNN (and baselines) on the selected samples of a prepared dataset.
 
@@ -166,6 +240,19 @@ def run_decoding(
         Progress bars.
     restart : bool, default=False
         Delete earlier outputs in ``out_dir`` instead of resuming from them.
+    workers : int, optional
+        Train the folds as tasks on a local Dask cluster of this many worker processes
+        (:func:`emolib.tasks.run_tasks`); None trains them one after another here.
+    scheduler : str, optional
+        Address of a running Dask scheduler (a lab's Slurm cluster through
+        ``dask-jobqueue``, say; :func:`emolib.tasks.slurm_job_script`) to train the folds on
+        instead; its workers must see ``out_dir`` and the prepared data at the same paths.
+    threads : int, optional
+        Torch threads of each fold's training; default the process's setting when serial,
+        the cores shared among the workers on a local cluster
+        (:func:`emolib.tasks.threads_per_task`). A fold's numbers depend on its thread count
+        (sums split across threads round differently) and on nothing else of where it ran:
+        serial and cluster runs with the same ``threads`` give identical results.
     """
     folder = Path(out_dir)
     if restart and folder.exists():
@@ -173,65 +260,37 @@ def run_decoding(
     start_stage(folder)  # unfinished until the manifest is written, last
     sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
     samples = prepared.samples.iloc[sel].reset_index(drop=True)
-    volumes = prepared.volumes
-    y_all = samples["y"].to_numpy()
     classes = prepared.classes
-    n_classes = len(classes)
     splits = make_splits(samples, kind, span_s=span_s, seed=config.seed, folds=folds)
     if kind != "random":  # the random split leaks by design (chapter 02 counts it)
         assert_no_leak(samples, splits, span_s=span_s)
-    cols = [f"p_{c}" for c in classes]
     preds, histories, reuse_rows = [], [], []
     data_fingerprint = prepared.fingerprint  # hashed once, not once per fold
+    todo = []
     for i, split in enumerate(splits, start=1):
         fdir = _fold_dir(folder, split.name)
-        done = fdir / "done.json"
         inputs = _fold_inputs(data_fingerprint, samples, split, kind, config, span_s, baselines)
-        status, reason = reuse_status(fdir, inputs, done=done.name)
+        status, reason = reuse_status(fdir, inputs, done=DONE)
         reuse_rows.append({"fold": split.name, "status": status, "reason": reason})
         if progress:
             print(f"fold {i}/{len(splits)} ({split.name}): {split.train.size} train, "
                   f"{split.test.size} test; {_STATUS_TEXT[status]}"
                   + (f" ({reason})" if status == "stale" else ""), flush=True)
-        if status == "stale":
-            shutil.rmtree(fdir)
-        if status in ("stale", "new"):
-            write_inputs(fdir, inputs)
-        if status == "reuse":
-            fold_preds = pd.read_csv(fdir / "predictions.csv", dtype={"subject": str})
-            preds.append(fold_preds)
-            histories.append(pd.read_csv(fdir / "history.csv").assign(fold=split.name))
-            continue
-        tr_idx, val_idx, x_tr, x_val, x_te = fold_arrays(volumes, sel, samples, split, kind,
-                                                          config.seed, span_s)
-        result = train_model(x_tr, y_all[tr_idx], x_val, y_all[val_idx], n_classes, config,
-                             checkpoint_dir=fdir, progress=progress)
-        xt = to_tensor(x_te, next(result.model.parameters()).device, config.channels_last)
-        cnn_probs, _, _ = evaluate_batches(result.model, xt, None)
-        meta = samples.iloc[split.test][["subject", "run", "volume", "movie_time",
-                                          "label_tr", "label", "y"]].reset_index(drop=True)
-        meta.insert(0, "sample", sel[split.test])  # row in the prepared sample table
-        meta.insert(0, "fold", split.name)
-        per_model = {"cnn": cnn_probs}
-        if baselines:
-            m = prepared.mask
-            per_model["linear"] = linear_baseline(x_tr[:, m], y_all[tr_idx], x_val[:, m],
-                                                  y_all[val_idx], x_te[:, m], n_classes,
-                                                  seed=config.seed)
-            rng = np.random.default_rng([config.seed, i])
-            scores = rng.random((len(x_te), n_classes))
-            per_model["chance"] = scores / scores.sum(axis=1, keepdims=True)
-        fold_preds = pd.concat(
-            [meta.assign(model=m, **dict(zip(cols, p.T, strict=True)))
-             for m, p in per_model.items()], ignore_index=True)
-        fold_preds.to_csv(fdir / "predictions.csv", index=False)
-        # read back, so that a computed fold and a reused one give the same table
-        fold_preds = pd.read_csv(fdir / "predictions.csv", dtype={"subject": str})
-        done.write_text(json.dumps({"fold": split.name, "best_epoch": result.best_epoch,
-                                    "best_val_accuracy": result.best_val_accuracy,
-                                    "n_val": int(val_idx.size)}))
-        preds.append(fold_preds)
-        histories.append(result.history.assign(fold=split.name))
+        if status != "reuse":
+            todo.append((i, split, fdir, inputs))
+    serial = workers is None and scheduler is None
+    # a worker opens the prepared data itself (memory-mapped): a pickled memory map is a copy
+    source = prepared if serial else prepared.folder.resolve()
+    run_tasks(_train_fold,
+              [(source, split, i, kind, config, span_s, baselines, fdir.resolve(), inputs,
+                threads if threads is not None or serial else threads_per_task(workers),
+                progress and serial) for i, split, fdir, inputs in todo],
+              names=[f"fold {split.name}" for _, split, *_ in todo], workers=workers,
+              scheduler=scheduler, progress=progress, desc=f"{kind} folds")
+    for split in splits:
+        fdir = _fold_dir(folder, split.name)
+        preds.append(pd.read_csv(fdir / "predictions.csv", dtype={"subject": str}))
+        histories.append(pd.read_csv(fdir / "history.csv").assign(fold=split.name))
     predictions = pd.concat(preds, ignore_index=True)
     history = pd.concat(histories, ignore_index=True)
     fold_table = removal_table(splits)
@@ -308,6 +367,7 @@ def ground_truth_check(
     smoothing_fwhm: float | None = 7.0,
     high_pass: float | None = 1 / 128,
     progress: bool = False,
+    scheduler: str | None = None,
 ) -> pd.DataFrame:
     """Decode a small generated dataset with a planted signal and its null twin.
 
@@ -323,6 +383,7 @@ def ground_truth_check(
     book's). The default response, 5 % of baseline on 300 samples, is what the CNN finds
     here with the book's preprocessing and input noise (macro AUC 0.63-0.65, permutation p
     at its floor, measured once; at 2 % only the linear baseline did, 0.66 against 0.48).
+    ``scheduler``: train the folds on that Dask scheduler (:func:`run_decoding`).
 
     Returns
     -------
@@ -348,7 +409,7 @@ def ground_truth_check(
                                high_pass=high_pass if standardize == "run" else None,
                                progress=False)
         result = run_decoding(prep, root / name / "decoding", "run", config, progress=progress,
-                              restart=True)
+                              restart=True, scheduler=scheduler)
         for model in ("cnn", "linear"):
             y, p, meta = result.probs(model)
             folds = meta["fold"].to_numpy()
@@ -362,7 +423,7 @@ def ground_truth_check(
                          "collapsed_folds": len(test.collapsed_folds), "n_samples": len(y)})
         if null and random_split:
             run_decoding(prep, root / name / "random", "random", config, progress=progress,
-                         restart=True)
+                         restart=True, scheduler=scheduler)
     return pd.DataFrame(rows)
 
 
