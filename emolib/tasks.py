@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["dashboard_link", "have_dask", "local_cluster", "run_tasks", "slurm_job_script",
-           "threads_per_task"]
+           "threads_per_task", "worker_index"]
 
 #: What a worker's BLAS and OpenMP pools are limited to, set in each local worker's environment.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -45,6 +45,21 @@ def threads_per_task(workers: int | None) -> int | None:
     if not workers:
         return None
     return max(1, (os.cpu_count() or 1) // int(workers))
+
+
+def worker_index() -> int | None:
+    """This process's number among a local cluster's workers (0, 1, ...: their names), or
+    None outside a Dask worker or for a worker named otherwise. A task uses it to take one
+    GPU per worker (``cuda:<index % device count>``)."""
+    if not have_dask():
+        return None
+    from distributed import get_worker
+
+    try:
+        name = get_worker().name
+    except ValueError:  # not in a worker
+        return None
+    return name if isinstance(name, int) else None
 
 
 def _require_dask():

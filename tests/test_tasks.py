@@ -69,10 +69,17 @@ def test_cluster_tasks_keep_order_and_raise_the_task_error():
 
 def test_cluster_workers_get_their_thread_count_and_no_malloc_trim():
     """The workers' BLAS/OpenMP variables are the cluster's thread count, distributed's
-    MALLOC_TRIM_THRESHOLD_ (1.8x slower training here) is not set."""
+    MALLOC_TRIM_THRESHOLD_ (1.8x slower training here) is not set; each worker knows its
+    number (one GPU per worker), and this process is no worker."""
+    from emolib.tasks import worker_index
+
     with local_cluster(2, threads=1) as cluster, Client(cluster) as client:
         envs = client.run(lambda: {k: os.environ.get(k) for k in
                                    ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")})
+        indices = [client.submit(worker_index, pure=False, workers=[addr]).result()
+                   for addr in client.scheduler_info(n_workers=-1)["workers"]]
+    assert sorted(indices) == [0, 1]
+    assert worker_index() is None
     assert len(envs) == 2
     assert all(e == {"OMP_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": None}
                for e in envs.values())

@@ -30,6 +30,7 @@ one, ``scheduler`` for a running one), with the same numbers at the same thread 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -65,7 +66,7 @@ from emolib.manifest import (
 from emolib.models import torch_threads
 from emolib.models.train import TrainConfig, evaluate_batches, to_tensor, train_model
 from emolib.synthetic import generate_studyforrest
-from emolib.tasks import run_tasks, threads_per_task
+from emolib.tasks import run_tasks, threads_per_task, worker_index
 
 __all__ = [
     "DecodingResult", "MODELS", "STAGE", "fold_arrays", "ground_truth_check", "load_decoding",
@@ -157,6 +158,10 @@ def _train_fold(prepared: PreparedData | Path, split, i: int, kind: str, config:
         write_inputs(fdir, inputs)
     if not isinstance(prepared, PreparedData):
         prepared = load_prepared(prepared)
+    k = worker_index()
+    if config.device == "auto" and k is not None and torch.cuda.device_count() > 1:
+        # one GPU per worker of a local cluster (the device is not part of a fold's inputs)
+        config = dataclasses.replace(config, device=f"cuda:{k % torch.cuda.device_count()}")
     sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
     samples = prepared.samples.iloc[sel].reset_index(drop=True)
     y_all = samples["y"].to_numpy()
