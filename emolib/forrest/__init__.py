@@ -5,7 +5,8 @@ Data flow: annotations (:mod:`emolib.io.annotations`) -> :mod:`~emolib.forrest.l
 (consensus on the 2-s grid) -> :mod:`~emolib.forrest.timing` (movie time of every volume,
 with the run overlaps and the HRF lag) -> :mod:`~emolib.forrest.dataprep` (BOLD runs read by
 :mod:`emolib.io.bids`, labelled, z-scored, cached) -> :mod:`~emolib.forrest.splits` (by run,
-by subject, or the original's random split, with leak guards) -> :mod:`emolib.decoding`.
+by subject, or the original's random split, with leak guards; :mod:`~emolib.forrest.windows`
+for samples that are windows of consecutive volumes) -> :mod:`emolib.decoding`.
 After decoding: :mod:`~emolib.forrest.rois` (planted regions, parcels or an atlas) and
 :mod:`~emolib.forrest.patterns` (movie-moment patterns; ROI and per-fold network RDMs).
 """
@@ -36,6 +37,12 @@ from emolib.forrest.rois import RoiSet, load_atlas, make_rois, masks_from_labels
 from emolib.forrest.splits import Split, guard, make_splits, removal_table
 from emolib.forrest.standardize import zscore_volumes, zscore_voxels
 from emolib.forrest.timing import STUDYFORREST, RunTiming, label_volumes
+from emolib.forrest.windows import (
+    WindowedSamples,
+    gather_windows,
+    window_cache_bytes,
+    window_samples,
+)
 
 __all__ = [
     "HRF_SPAN_S", "STUDYFORREST", "LeakReport", "LeakageError", "PreparedData", "RoiSet",
@@ -45,6 +52,7 @@ __all__ = [
     "add_pattern_groups",
     "label_volumes", "leak_table", "load_atlas",
     "load_prepared", "make_rois", "make_splits", "masks_from_labels", "parcellate_mask",
-    "prepare_dataset", "removal_table", "select_classes", "summarize_inputs", "zscore_volumes",
-    "zscore_voxels",
+    "prepare_dataset", "removal_table", "select_classes", "summarize_inputs",
+    "WindowedSamples", "gather_windows", "window_cache_bytes", "window_samples",
+    "zscore_volumes", "zscore_voxels",
 ]

@@ -4,6 +4,8 @@ resumable training, feature extraction, and the loop over cross-validation folds
 A generic engine: nothing here knows of either study.
 
 - :mod:`~emolib.models.cnn`: :class:`EmotionCNN`, the original ``Bigger3DCNN``.
+- :mod:`~emolib.models.spacetime`: :class:`SpaceTimeCNN`, the (2+1)D network for windows of
+  volumes (time as channels is :class:`EmotionCNN` with ``in_channels=T``).
 - :mod:`~emolib.models.train`: :func:`train_model` (AdamW, cosine schedule, early stopping,
   atomic per-epoch checkpoints), :func:`load_trained`, batched evaluation.
 - :mod:`~emolib.models.features`: activations of named layers (hooks or torchvision's fx
@@ -25,6 +27,7 @@ from emolib.models.folds import (
     torch_threads,
 )
 from emolib.models.identity import model_digest
+from emolib.models.spacetime import SpaceTimeCNN
 from emolib.models.train import (
     TrainConfig,
     TrainResult,
@@ -38,7 +41,8 @@ from emolib.models.train import (
 )
 
 __all__ = [
-    "EmotionCNN", "FoldBatch", "ModelForFold", "ModelSource", "SeparableBlock3d", "TrainConfig",
+    "EmotionCNN", "FoldBatch", "ModelForFold", "ModelSource", "SeparableBlock3d", "SpaceTimeCNN",
+    "TrainConfig",
     "TrainResult", "autocast", "config_from_dict", "count_parameters", "evaluate_batches",
     "extract_activations", "features_by_fold", "iter_folds", "load_model", "load_trained",
     "model_digest", "pooled_features", "resolve_device", "to_tensor", "train_model",
