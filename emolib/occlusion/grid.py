@@ -10,6 +10,7 @@ the windows covering it divided by their count (Captum's ``Occlusion`` conventio
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "Region", "Triple", "as_triple", "class_mean_maps", "merge_classes", "normalise_region",
-    "spread_coarse_maps", "target_prob", "window_starts",
+    "Region", "Triple", "as_triple", "as_tuple", "class_mean_maps", "merge_classes",
+    "normalise_region", "spread_coarse_maps", "target_prob", "window_starts",
 ]
 
 Triple = tuple[int, int, int]
@@ -27,31 +28,39 @@ Triple = tuple[int, int, int]
 Region = tuple[slice, slice, slice]
 
 
-def as_triple(value: int | Sequence[int], name: str) -> Triple:
+def as_tuple(value: int | Sequence[int], name: str, n: int = 3) -> tuple[int, ...]:
+    """``value`` as ``n`` positive integers (an int is repeated)."""
     if isinstance(value, (int, np.integer)):
-        out = (int(value),) * 3
+        out = (int(value),) * n
     else:
         out = tuple(int(v) for v in value)
-    if len(out) != 3 or min(out) < 1:
-        raise ValueError(f"{name} must be 3 positive integers, got {value!r}")
-    return out  # type: ignore[return-value]
+    if len(out) != n or min(out) < 1:
+        raise ValueError(f"{name} must be {n} positive integers, got {value!r}")
+    return out
 
 
-def normalise_region(region: Region | None, shape: Triple) -> tuple[Triple, Triple]:
+def as_triple(value: int | Sequence[int], name: str) -> Triple:
+    return as_tuple(value, name, 3)  # type: ignore[return-value]
+
+
+def normalise_region(region: Region | None, shape: Sequence[int]
+                     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    shape = tuple(int(n) for n in shape)
+    nd = len(shape)
     if region is None:
-        return (0, 0, 0), shape
-    if len(region) != 3:
-        raise ValueError(f"region must be 3 slices, got {region!r}")
+        return (0,) * nd, shape
+    if len(region) != nd:
+        raise ValueError(f"region must be {nd} slices, got {region!r}")
     lo, hi = [], []
     for sl, n in zip(region, shape, strict=True):
         if not isinstance(sl, slice) or sl.step not in (None, 1):
-            raise ValueError(f"region must be 3 slices with step 1, got {region!r}")
+            raise ValueError(f"region must be {nd} slices with step 1, got {region!r}")
         a, b, _ = sl.indices(n)
         if b <= a:
             raise ValueError(f"region {region!r} is empty for a volume of shape {shape}")
         lo.append(a)
         hi.append(b)
-    return tuple(lo), tuple(hi)  # type: ignore[return-value]
+    return tuple(lo), tuple(hi)
 
 
 def window_starts(
@@ -69,7 +78,8 @@ def window_starts(
     Parameters
     ----------
     shape : sequence of int
-        Spatial shape ``(X, Y, Z)`` of the volumes.
+        Shape of the occluded axes: ``(X, Y, Z)`` of volumes, or ``(T, X, Y, Z)`` of windows
+        of volumes (any number of axes; ``patch`` and ``stride`` then have as many).
     patch, stride : int or sequence of int
         Window shape and step, in voxels.
     region : tuple of slice, optional
@@ -78,11 +88,12 @@ def window_starts(
     Returns
     -------
     tuple of numpy.ndarray
-        Three int64 arrays of window starts.
+        One int64 array of window starts per axis.
     """
-    shape = as_triple(shape, "shape")
-    patch = as_triple(patch, "patch")
-    stride = as_triple(stride, "stride")
+    nd = len(shape)
+    shape = as_tuple(shape, "shape", nd)
+    patch = as_tuple(patch, "patch", nd)
+    stride = as_tuple(stride, "stride", nd)
     lo, hi = normalise_region(region, shape)
     out = []
     for a, b, p, s in zip(lo, hi, patch, stride, strict=True):
@@ -105,9 +116,9 @@ def spread_coarse_maps(
     Parameters
     ----------
     coarse : numpy.ndarray, shape (N, gx, gy, gz)
-        Drop per window position.
+        Drop per window position (one grid axis per occluded axis).
     shape : sequence of int
-        Spatial shape ``(X, Y, Z)`` of the volumes.
+        Shape of the occluded axes, ``(X, Y, Z)`` (or ``(T, X, Y, Z)``: any number).
     starts : tuple of numpy.ndarray
         Window starts along each axis (:func:`window_starts`); they must be evenly spaced.
     patch : int or sequence of int
@@ -120,8 +131,9 @@ def spread_coarse_maps(
     numpy.ndarray, shape (N, X, Y, Z), float32
         Mean drop of the windows covering each voxel, 0 where none does.
     """
-    shape = as_triple(shape, "shape")
-    patch = as_triple(patch, "patch")
+    nd = len(shape)
+    shape = as_tuple(shape, "shape", nd)
+    patch = as_tuple(patch, "patch", nd)
     _, hi = normalise_region(region, shape)
     coarse = np.asarray(coarse, dtype=np.float64)
     n = coarse.shape[0]
@@ -138,21 +150,18 @@ def spread_coarse_maps(
     canvas = [max(e, n_) for e, n_ in zip(ext, shape, strict=True)]
     total = np.zeros((n, *canvas))
     count = np.zeros(canvas)
-    for dx in range(patch[0]):
-        for dy in range(patch[1]):
-            for dz in range(patch[2]):
-                sel = tuple(
-                    slice(f + d, f + d + (g - 1) * st + 1, st)
-                    for f, d, g, st in zip(first, (dx, dy, dz), grid, steps, strict=True)
-                )
-                total[(slice(None), *sel)] += coarse
-                count[sel] += 1
+    for offset in itertools.product(*(range(p) for p in patch)):
+        sel = tuple(slice(f + d, f + d + (g - 1) * st + 1, st)
+                    for f, d, g, st in zip(first, offset, grid, steps, strict=True))
+        total[(slice(None), *sel)] += coarse
+        count[sel] += 1
     for axis, h in enumerate(hi):  # windows are cut off at the end of the region
-        cut = [slice(None)] * 3
+        cut = [slice(None)] * nd
         cut[axis] = slice(h, None)
         count[tuple(cut)] = 0
-    count = count[: shape[0], : shape[1], : shape[2]]
-    total = total[:, : shape[0], : shape[1], : shape[2]]
+    inside = tuple(slice(0, n_) for n_ in shape)
+    count = count[inside]
+    total = total[(slice(None), *inside)]
     maps = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     return maps.astype(np.float32)
 
