@@ -8,7 +8,8 @@ resumes or redoes it). :func:`run_tasks` returns the results in the order of the
 whatever the order they finished in.
 
 Why Dask's ``distributed`` and not joblib: a worker that dies (killed, out of memory, a node
-lost) is replaced and its task rescheduled (``retries``), the same client code attaches to a
+lost) is replaced and its task rescheduled (up to ``distributed.scheduler.allowed-failures``
+times, 3 by default), the same client code attaches to a
 scheduler anywhere (``scheduler="tcp://host:8786"``), and ``dask-jobqueue`` starts workers as
 Slurm, PBS or SGE jobs (:func:`slurm_job_script` shows the script it would submit). joblib's
 process pool stops the whole map when one worker dies.
@@ -96,7 +97,7 @@ def run_tasks(
     workers: int | None = None,
     scheduler: str | None = None,
     threads: int | None = None,
-    retries: int = 2,
+    retries: int = 0,
     progress: bool = True,
     desc: str = "tasks",
 ) -> list:
@@ -121,8 +122,10 @@ def run_tasks(
         BLAS and OpenMP threads of each local worker (environment variables set before the
         workers start); default :func:`threads_per_task`. Tasks that compute with torch set
         their own thread count (it changes the rounding): pass it to them as an argument.
-    retries : int, default=2
-        How many times Dask reruns a task whose worker died or that raised.
+    retries : int, default=0
+        How many times Dask reruns a task that raised (a task whose worker died is rerun
+        anyway, up to ``distributed.scheduler.allowed-failures`` times). Errors of the
+        folds' own are deterministic: none by default.
     progress : bool, default=True
         A bar of finished tasks (and, for a cluster, its dashboard's address when served).
     desc : str, default="tasks"

@@ -109,7 +109,8 @@ plt.show()
 # (chapter 02: a local one by default, or a lab's through `dask-jobqueue`), so N workers
 # take ceil(8 / N) rounds of one fold. From the training throughput measured above (one
 # process on this machine, at the benchmark's volume size, scaled to 80 x 80 x 35 by voxel
-# count; every epoch over every volume once, no early stopping):
+# count; every epoch costed as one training pass over all 5,250 volumes, an upper bound, and
+# no early stopping):
 
 # %%
 training = next(r for r in results if r.script == "bench_training.py")

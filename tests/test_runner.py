@@ -101,6 +101,23 @@ def test_declared_needs_cover_every_stage_a_chapter_reads():
     assert [n for n in names if chapter_alone(n)] == ["07_performance"]
 
 
+def test_a_chapter_that_runs_alone_still_runs_when_others_are_skipped(tmp_path, monkeypatch):
+    """01 fails; 02 (after it in the profile, reading it) is skipped; 05, made to run alone
+    and placed between them, runs once nothing else can: no false deadlock."""
+    import emolib.book.runner as runner
+
+    monkeypatch.setattr(runner, "chapter_alone", lambda name: name == "05_bold5000")
+    own = dict(SMOKE["notebooks"]["01_dataprep"])
+    profile = tmp_path / "alone.yaml"
+    profile.write_text(yaml.safe_dump({"name": "alone", "common": {
+        "profile": "alone", "seed": 0, "progress": False, "data_dir": str(tmp_path / "d")},
+        "notebooks": {"01_dataprep": {**own, "source": "no-such-source"},
+                      "05_bold5000": {"source": "nope"}, "02_training": {}}}))
+    with pytest.raises(NotebookFailed, match=r"^2 of 3 notebooks failed \(02_training not"):
+        run_profile(str(profile), build=False, progress=False, book_dir=tmp_path / "b",
+                    jobs=2)
+
+
 def test_chapters_that_need_each_other_are_refused(tmp_path, monkeypatch):
     """A cycle in the declared needs is an error before anything runs, not a hang."""
     import emolib.book.runner as runner

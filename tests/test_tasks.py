@@ -141,7 +141,9 @@ def test_a_killed_worker_is_replaced_and_its_fold_ends_the_same(tiny_prepared, t
         thread.join(timeout=300)
         assert killed, "no fold was caught between epochs"
         assert not thread.is_alive()
-        assert killed["pid"] not in client.run(os.getpid).values()  # replaced
+        client.wait_for_workers(2, timeout=60)
+        now = client.run(os.getpid).values()
+        assert len(now) == 2 and killed["pid"] not in now  # replaced by a new process
     assert "predictions.csv" not in killed["files"] and "done.json" not in killed["files"]
     result = box["result"]
     pd.testing.assert_frame_equal(result.predictions, reference.predictions)

@@ -99,9 +99,10 @@ def paper_training_cost(volumes_per_s: float, voxels: int = math.prod(PAPER_SHAP
     ``volumes_per_s`` is a measured training throughput of one worker on volumes of
     ``voxels`` voxels; the cost of a volume is taken as proportional to its voxels (the
     network is convolutional; measured at the paper's 80 x 80 x 35 nothing is assumed).
-    Every epoch passes over all selected samples once (training and validation), every fold
-    runs all 50 epochs (early stopping only shortens it), and folds are spread in rounds of
-    ``N``. One row per N:
+    Every epoch is costed as one training pass over all 5,250 selected volumes, an upper
+    bound: a fold trains on about 6 of the 8 runs, validates on one (forward only) and holds
+    out one; every fold runs all 50 epochs (early stopping only shortens it); folds are
+    spread in rounds of ``N``. One row per N:
     ``workers``, ``rounds``, ``fold_hours``, ``total_hours``.
     """
     if volumes_per_s <= 0:

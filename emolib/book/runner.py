@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import jupytext
@@ -372,6 +373,10 @@ def chapter_needs(name: str, names: list[str]) -> list[str]:
     if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
         raise ValueError(f"{NOTEBOOKS_DIR / f'{name}.py'}: emolib.needs must be a list of "
                          f"chapter names or 'all', not {needs!r}")
+    unknown = sorted(set(needs) - set(chapters()))
+    if unknown:  # a misspelt name would drop the dependency and its cache invalidation
+        raise ValueError(f"{NOTEBOOKS_DIR / f'{name}.py'}: emolib.needs names no chapter "
+                         f"{unknown}")
     return [n for n in names if n in needs]
 
 
@@ -436,45 +441,55 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
         t0 = time.perf_counter()
         try:
             out = execute_notebook(name, params, output_dir=book_dir, progress=bars)
-        except NotebookFailed as err:
+        except Exception as err:  # NotebookFailed, or a dead kernel, a timeout: collected
             say(f"{head}: FAILED after {time.perf_counter() - t0:.0f} s")
-            return {"status": "failed", "reason": str(err).splitlines()[0]}, str(err)
+            text = str(err) if isinstance(err, NotebookFailed) else (
+                f"notebooks/{name}.py: {type(err).__name__}: {err}")
+            return {"status": "failed", "reason": text.splitlines()[0]}, text
         record_execution(out, inputs, time.perf_counter() - t0)
         say(f"{head}: done in {time.perf_counter() - t0:.0f} s")
         return {"status": "run", "reason": why}, None
+
+    try:  # a cycle in the declared needs is an error before anything runs
+        TopologicalSorter({n: [m for m in needs[n] if m in names] for n in names}).prepare()
+    except CycleError as err:
+        raise ValueError(f"chapters that need each other: {err.args[1]} (their notebook "
+                         "headers' emolib.needs)") from None
+
+    def did_not_run(chapter: str) -> list[str]:
+        return [n for n in needs[chapter] if n in names
+                and statuses.get(n, {}).get("status") in ("failed", "skipped")]
 
     pending = list(names)
     running: dict = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         while pending or running:
+            skipped_any = False
             for name in list(pending):
-                upstream = [n for n in needs[name] if n in names]
-                bad = [n for n in upstream if statuses.get(n, {}).get("status")
-                       in ("failed", "skipped")]
+                bad = did_not_run(name)
                 if bad:
                     pending.remove(name)
+                    skipped_any = True
                     statuses[name] = {"status": "skipped",
                                       "reason": f"needs {', '.join(bad)}, which did not run"}
                     say(f"[{names.index(name) + 1}/{len(names)}] {name}: not run "
                         f"({statuses[name]['reason']})")
                     continue
+                upstream = [n for n in needs[name] if n in names]
                 ready = all(n in statuses for n in upstream)
                 fits = len(running) < jobs and not any(alone[n] for n in running.values())
                 if alone[name] and jobs > 1:  # alone: when nothing runs and nothing else can
                     fits = fits and not running and not any(
-                        not alone[p] and all(n in statuses for n in needs[p] if n in names)
+                        not alone[p] and not did_not_run(p)
+                        and all(n in statuses for n in needs[p] if n in names)
                         for p in pending)
                 if ready and fits:
                     pending.remove(name)
                     running[pool.submit(run_one, names.index(name) + 1, name)] = name
             if not running:
-                blocked = [p for p in pending if any(
-                    statuses.get(n, {}).get("status") in ("failed", "skipped")
-                    for n in needs[p])]
-                if pending and not blocked:  # nothing runs, nothing can start
-                    raise ValueError(f"chapters that need each other: {pending} (their "
-                                     "notebook headers' emolib.needs)")
-                continue  # the next pass skips what needs a chapter that did not run
+                if pending and not skipped_any:  # cannot happen without a cycle
+                    raise RuntimeError(f"no chapter of {pending} can start")
+                continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 name = running.pop(future)

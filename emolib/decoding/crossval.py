@@ -30,7 +30,6 @@ one, ``scheduler`` for a running one), with the same numbers at the same thread 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -61,6 +60,7 @@ from emolib.manifest import (
     reuse_status,
     start_stage,
     write_inputs,
+    write_json,
     write_manifest,
 )
 from emolib.models import torch_threads
@@ -158,10 +158,14 @@ def _train_fold(prepared: PreparedData | Path, split, i: int, kind: str, config:
         write_inputs(fdir, inputs)
     if not isinstance(prepared, PreparedData):
         prepared = load_prepared(prepared)
+        if prepared.fingerprint != inputs["data"]:  # the folder changed since the driver read it
+            raise ValueError(f"{prepared.folder}: the prepared data on disk are not those the "
+                             "folds were planned from (prepared again meanwhile?)")
     k = worker_index()
     if config.device == "auto" and k is not None and torch.cuda.device_count() > 1:
-        # one GPU per worker of a local cluster (the device is not part of a fold's inputs)
-        config = dataclasses.replace(config, device=f"cuda:{k % torch.cuda.device_count()}")
+        # one GPU per worker of a local cluster: "auto" (cuda) is then that GPU; the
+        # configuration stays as it is, so that the fold resumes on any worker
+        torch.cuda.set_device(k % torch.cuda.device_count())
     sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
     samples = prepared.samples.iloc[sel].reset_index(drop=True)
     y_all = samples["y"].to_numpy()
@@ -193,10 +197,10 @@ def _train_fold(prepared: PreparedData | Path, split, i: int, kind: str, config:
         [meta.assign(model=m, **dict(zip(cols, p.T, strict=True)))
          for m, p in per_model.items()], ignore_index=True)
     _write_atomic(fdir / "predictions.csv", fold_preds.to_csv(index=False))
-    _write_atomic(fdir / DONE, json.dumps({
+    write_json(fdir / DONE, {
         "fold": split.name, "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best_val_accuracy, "n_val": int(val_idx.size),
-        "threads": n_threads}))
+        "threads": n_threads})
     return split.name
 
 

@@ -12,8 +12,9 @@ torch has no ``Conv4d``. Two ways to see time, both built on the original networ
   in R(2+1)D video networks (Tran et al., 2018), space and time are separate convolutions
   with a nonlinearity between them.
 
-Both keep every layer local in space (and the factorised one in time), which occlusion
-relies on.
+Both are occluded with the plain batched engine (:mod:`emolib.occlusion.spacetime`); their
+convolutions are local in space (the factorised one's also in time, up to its mean over the
+remaining time steps).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def spacetime_occlusion(
     boxes = np.stack(np.meshgrid(*starts, indexing="ij"), axis=-1).reshape(-1, 4)
     grid = tuple(len(s) for s in starts)
     device = next(model.parameters()).device
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # each module's own, restored after
     model.eval()
     coarse = np.zeros((len(x), len(boxes)))
     try:
@@ -97,7 +97,8 @@ def spacetime_occlusion(
                     prob = target_prob(model(batch), targets[k])
                     coarse[k, b0:b0 + len(chunk)] = base - prob.double().cpu().numpy()
     finally:
-        model.train(was_training)
+        for m, mode in modes.items():
+            m.training = mode
     return spread_coarse_maps(coarse.reshape(len(x), *grid), shape, starts, patch)
 
 
