@@ -21,6 +21,7 @@ __all__ = [
     "FILES_FILE", "INPUTS_FILE", "TRACKED_PACKAGES", "describe_changes", "file_digests",
     "fingerprint", "jsonable", "package_versions", "read_manifest", "reuse_status",
     "sha256_bytes", "sha256_file", "start_stage", "write_inputs", "write_json", "write_manifest",
+    "write_text",
 ]
 
 #: File beside a reusable output that records what it was made from (see reuse_status).
@@ -76,18 +77,24 @@ def jsonable(obj):
     return obj
 
 
-def write_json(path: str | os.PathLike, obj, **dumps) -> Path:
-    """Write ``obj`` as JSON at ``path`` atomically: into a hidden file beside it, flushed to
-    disk, then renamed into place, so that a reader (or a run after a kill) finds the old
-    file or the new one, never half of one. ``dumps`` go to :func:`json.dumps`."""
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` at ``path`` atomically: into a hidden file beside it, flushed to disk,
+    then renamed into place, so that a reader (or a run after a kill) finds the old file or
+    the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as fh:
-        fh.write(json.dumps(obj, **dumps))
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path
+
+
+def write_json(path: str | os.PathLike, obj, **dumps) -> Path:
+    """Write ``obj`` as JSON at ``path`` atomically (:func:`write_text`); ``dumps`` go to
+    :func:`json.dumps`."""
+    return write_text(path, json.dumps(obj, **dumps))
 
 
 def write_manifest(

@@ -360,12 +360,16 @@ def chapters() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
 
 
+def _header(name: str) -> dict:
+    """The ``emolib`` part of chapter ``name``'s notebook header (``needs``, ``alone``)."""
+    return jupytext.read(NOTEBOOKS_DIR / f"{name}.py").metadata.get("emolib", {})
+
+
 def chapter_needs(name: str, names: list[str]) -> list[str]:
     """The chapters among ``names`` (a profile's, in order) whose outputs chapter ``name``
     reads: its notebook header's ``emolib: needs:`` list (``all``: every other chapter of the
     profile), or every chapter before it where the header says nothing."""
-    meta = jupytext.read(NOTEBOOKS_DIR / f"{name}.py").metadata.get("emolib", {})
-    needs = meta.get("needs")
+    needs = _header(name).get("needs")
     if needs is None:
         return names[:names.index(name)]
     if needs == "all":
@@ -383,8 +387,7 @@ def chapter_needs(name: str, names: list[str]) -> list[str]:
 def chapter_alone(name: str) -> bool:
     """Whether chapter ``name`` must run with nothing else beside it (header ``emolib:
     alone: true``: the performance chapter, whose timings another kernel would distort)."""
-    meta = jupytext.read(NOTEBOOKS_DIR / f"{name}.py").metadata.get("emolib", {})
-    return bool(meta.get("alone", False))
+    return bool(_header(name).get("alone", False))
 
 
 def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
@@ -450,15 +453,17 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
         say(f"{head}: done in {time.perf_counter() - t0:.0f} s")
         return {"status": "run", "reason": why}, None
 
+    # what each chapter waits for in this run (with --only, the others are taken as done)
+    upstream = {n: [m for m in needs[n] if m in names] for n in names}
     try:  # a cycle in the declared needs is an error before anything runs
-        TopologicalSorter({n: [m for m in needs[n] if m in names] for n in names}).prepare()
+        TopologicalSorter(upstream).prepare()
     except CycleError as err:
         raise ValueError(f"chapters that need each other: {err.args[1]} (their notebook "
                          "headers' emolib.needs)") from None
 
     def did_not_run(chapter: str) -> list[str]:
-        return [n for n in needs[chapter] if n in names
-                and statuses.get(n, {}).get("status") in ("failed", "skipped")]
+        return [n for n in upstream[chapter]
+                if statuses.get(n, {}).get("status") in ("failed", "skipped")]
 
     pending = list(names)
     running: dict = {}
@@ -475,14 +480,12 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
                     say(f"[{names.index(name) + 1}/{len(names)}] {name}: not run "
                         f"({statuses[name]['reason']})")
                     continue
-                upstream = [n for n in needs[name] if n in names]
-                ready = all(n in statuses for n in upstream)
+                ready = all(n in statuses for n in upstream[name])
                 fits = len(running) < jobs and not any(alone[n] for n in running.values())
                 if alone[name] and jobs > 1:  # alone: when nothing runs and nothing else can
                     fits = fits and not running and not any(
                         not alone[p] and not did_not_run(p)
-                        and all(n in statuses for n in needs[p] if n in names)
-                        for p in pending)
+                        and all(n in statuses for n in upstream[p]) for p in pending)
                 if ready and fits:
                     pending.remove(name)
                     running[pool.submit(run_one, names.index(name) + 1, name)] = name

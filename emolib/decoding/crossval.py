@@ -62,6 +62,7 @@ from emolib.manifest import (
     write_inputs,
     write_json,
     write_manifest,
+    write_text,
 )
 from emolib.models import torch_threads
 from emolib.models.train import TrainConfig, evaluate_batches, to_tensor, train_model
@@ -196,18 +197,12 @@ def _train_fold(prepared: PreparedData | Path, split, i: int, kind: str, config:
     fold_preds = pd.concat(
         [meta.assign(model=m, **dict(zip(cols, p.T, strict=True)))
          for m, p in per_model.items()], ignore_index=True)
-    _write_atomic(fdir / "predictions.csv", fold_preds.to_csv(index=False))
+    write_text(fdir / "predictions.csv", fold_preds.to_csv(index=False))
     write_json(fdir / DONE, {
         "fold": split.name, "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best_val_accuracy, "n_val": int(val_idx.size),
         "threads": n_threads})
     return split.name
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run_decoding(
@@ -292,7 +287,7 @@ def run_decoding(
     source = prepared if serial else prepared.folder.resolve()
     run_tasks(_train_fold,
               [(source, split, i, kind, config, span_s, baselines, fdir.resolve(), inputs,
-                threads if threads is not None or serial else threads_per_task(workers),
+                threads if threads is not None else threads_per_task(workers),
                 progress and serial) for i, split, fdir, inputs in todo],
               names=[f"fold {split.name}" for _, split, *_ in todo], workers=workers,
               scheduler=scheduler, progress=progress, desc=f"{kind} folds")
@@ -305,8 +300,7 @@ def run_decoding(
     fold_table = removal_table(splits)
     for frame, name in ((predictions, "predictions.csv"), (history, "history.csv"),
                         (fold_table, "folds.csv")):
-        frame.to_csv(folder / f".{name}.tmp", index=False)
-        os.replace(folder / f".{name}.tmp", folder / name)
+        write_text(folder / name, frame.to_csv(index=False))
     write_manifest(folder, STAGE, {"kind": kind, "config": config.to_dict(), "folds": folds,
                                    "span_s": span_s, "baselines": baselines,
                                    "dataprep": str(prepared.folder)},

@@ -71,10 +71,9 @@ def _check_offsets(offsets) -> tuple[int, ...]:
         raise ValueError("offsets must name at least one volume")
     if any(o != float(v) for o, v in zip(out, offsets, strict=True)):
         raise ValueError(f"offsets must be integers, got {offsets!r}")
-    if len(set(out)) != len(out) or list(out) != sorted(out):
-        raise ValueError(f"offsets must be increasing and distinct, got {offsets!r}")
-    if max(out) - min(out) + 1 != len(out):
-        raise ValueError(f"offsets must be consecutive volumes, got {offsets!r}")
+    if out != tuple(range(out[0], out[0] + len(out))):
+        raise ValueError(f"offsets must be consecutive volumes in increasing order, got "
+                         f"{offsets!r}")
     return out
 
 

@@ -68,7 +68,7 @@ def window_starts(
     patch: int | Sequence[int] = (2, 2, 2),
     stride: int | Sequence[int] = (2, 2, 2),
     region: Region | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, ...]:
     """Return the start voxels of the occlusion windows along each axis.
 
     Windows start at ``lo + k * stride`` for ``k = 0 .. ceil((n - patch) / stride)``, where
@@ -107,7 +107,7 @@ def window_starts(
 def spread_coarse_maps(
     coarse: np.ndarray,
     shape: Sequence[int],
-    starts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    starts: tuple[np.ndarray, ...],
     patch: int | Sequence[int],
     region: Region | None = None,
 ) -> np.ndarray:
