@@ -19,6 +19,7 @@ from emolib.decoding.baselines import inner_validation, linear_baseline
 from emolib.decoding.crossval import (
     MODELS,
     DecodingResult,
+    decoding_samples,
     ground_truth_check,
     load_decoding,
     run_decoding,
@@ -46,6 +47,7 @@ from emolib.decoding.retrained import RetrainedNull, retrained_null
 
 __all__ = [
     "MODELS", "DecodingResult", "PermutationResult", "RetrainedNull", "auc_per_class",
+    "decoding_samples",
     "block_jackknife", "classification_metrics", "cluster_bootstrap", "cyclic_shift_labels",
     "difference_jackknife", "fold_metrics", "fold_shift_aucs", "ground_truth_check",
     "inner_validation", "linear_baseline", "load_decoding", "macro_auc", "permutation_test",

@@ -23,6 +23,13 @@ made from the same inputs is reused, an interrupted one resumes from its last ep
 killed run picks up where it stopped), and one made from anything else is deleted and
 recomputed; :attr:`DecodingResult.reuse` and the progress lines say which happened.
 
+Samples are single volumes, or windows of consecutive volumes (``window``, offsets
+relative to each labelled volume; :mod:`emolib.forrest.windows`): the same folds, guards
+(with the leakage span widened by the window), training and baselines (the linear model
+reads all of a window's voxels), and the network of ``config.architecture``.
+``sample_window`` keeps the samples of a wider window, so that models of different windows
+are compared on the same samples in the same folds.
+
 The folds are independent tasks (:func:`emolib.tasks.run_tasks`), each owning its folder:
 one after another in this process by default, or on a Dask cluster (``workers`` for a local
 one, ``scheduler`` for a running one), with the same numbers at the same thread count.
@@ -55,6 +62,7 @@ from emolib.forrest.dataprep import PreparedData, load_prepared, prepare_dataset
 from emolib.forrest.leaks import HRF_SPAN_S, assert_no_leak
 from emolib.forrest.splits import make_splits, removal_table
 from emolib.forrest.timing import RunTiming
+from emolib.forrest.windows import gather_windows, window_samples
 from emolib.manifest import (
     fingerprint,
     reuse_status,
@@ -70,8 +78,8 @@ from emolib.synthetic import generate_studyforrest
 from emolib.tasks import run_tasks, threads_per_task, worker_index
 
 __all__ = [
-    "DecodingResult", "MODELS", "STAGE", "fold_arrays", "ground_truth_check", "load_decoding",
-    "run_decoding", "split_inflation", "summarize_decoding",
+    "DecodingResult", "MODELS", "STAGE", "decoding_samples", "fold_arrays", "ground_truth_check",
+    "load_decoding", "run_decoding", "split_inflation", "summarize_decoding",
 ]
 
 STAGE = "02_training"
@@ -117,8 +125,39 @@ _STATUS_TEXT = {"reuse": "reused (same inputs)", "resume": "resuming (same input
                 "new": "computing", "stale": "recomputing: made from other inputs"}
 
 
+def _window(offsets) -> list[int] | None:
+    return None if offsets is None else [int(o) for o in offsets]
+
+
+def decoding_samples(prepared: PreparedData, window=None, sample_window=None,
+                     span_s: float = HRF_SPAN_S) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
+                                                          float]:
+    """The samples of a decoding: ``(samples, ids, rows, span_s)``.
+
+    ``samples`` are the selected rows of the prepared sample table (those with a whole
+    window, ``movie_time`` moved to the window's end, when ``window`` or ``sample_window``
+    is given: :func:`emolib.forrest.window_samples`), ``ids`` their rows in that table,
+    ``rows`` the cache rows each reads (``(n,)`` volumes, or ``(n, T)`` windows when
+    ``window`` is given) and ``span_s`` the leakage span of a sample.
+    """
+    if window is None and sample_window is None:
+        sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
+        return prepared.samples.iloc[sel].reset_index(drop=True), sel, sel, float(span_s)
+    tr = float(prepared.manifest.get("parameters", {}).get("timing", {}).get("tr", 2.0))
+    ws = window_samples(prepared.samples, (0,) if window is None else window, tr=tr,
+                        span_s=span_s, sample_window=sample_window)
+    if ws.samples.empty:
+        raise ValueError(f"{prepared.folder}: no selected volume has its whole window "
+                         f"{_window(window)} (sample window {_window(sample_window)}) in the "
+                         "cache; prepare it with window=... (emolib.forrest.prepare_dataset)")
+    ids = ws.samples["sample"].to_numpy()
+    samples = ws.samples.drop(columns="sample")
+    return samples, ids, (ws.rows[:, 0] if window is None else ws.rows), ws.span_s
+
+
 def _fold_inputs(data: str, samples: pd.DataFrame, split, kind: str,
-                 config: TrainConfig, span_s: float, baselines: bool) -> dict:
+                 config: TrainConfig, span_s: float, baselines: bool, window=None,
+                 sample_window=None) -> dict:
     """Everything one fold's outputs depend on (:func:`emolib.manifest.reuse_status`);
     ``data`` is the prepared data's :attr:`~emolib.forrest.PreparedData.fingerprint`."""
     cols = ["subject", "run", "volume", "y"]
@@ -128,22 +167,30 @@ def _fold_inputs(data: str, samples: pd.DataFrame, split, kind: str,
 
     return {"kind": kind, "fold": split.name, "config": config.to_dict(),
             "data": data, "train": rows(split.train), "test": rows(split.test),
-            "span_s": span_s, "baselines": baselines}
+            "span_s": span_s, "baselines": baselines, "window": _window(window),
+            "sample_window": _window(sample_window)}
 
 
 def fold_arrays(volumes: np.ndarray, sel: np.ndarray, samples: pd.DataFrame, split,
                 kind: str, seed: int, span_s: float = HRF_SPAN_S) -> tuple:
-    """One fold's inner split and volumes: ``(train, val)`` positions into ``samples`` (the
+    """One fold's inner split and inputs: ``(train, val)`` positions into ``samples`` (the
     selected rows; :func:`emolib.decoding.inner_validation`) and the training, validation and
-    test volumes (``sel`` maps those rows to the prepared volumes)."""
+    test inputs. ``sel`` maps those rows to the prepared volumes: ``(n,)`` gives volumes
+    ``(k, X, Y, Z)``, ``(n, T)`` windows ``(k, T, X, Y, Z)`` (:func:`decoding_samples`)."""
     tr_idx, val_idx = inner_validation(samples, split, kind, seed, span_s=span_s)
-    return (tr_idx, val_idx, np.asarray(volumes[sel[tr_idx]]), np.asarray(volumes[sel[val_idx]]),
-            np.asarray(volumes[sel[split.test]]))
+    sel = np.asarray(sel)
+
+    def take(idx):
+        if sel.ndim == 2:
+            return gather_windows(volumes, sel, idx)
+        return np.asarray(volumes[sel[idx]])
+
+    return tr_idx, val_idx, take(tr_idx), take(val_idx), take(split.test)
 
 
 def _train_fold(prepared: PreparedData | Path, split, i: int, kind: str, config: TrainConfig,
                 span_s: float, baselines: bool, fdir: Path, inputs: dict,
-                threads: int | None, progress: bool) -> str:
+                threads: int | None, progress: bool, window=None, sample_window=None) -> str:
     """One fold as a task (:func:`emolib.tasks.run_tasks`), owning its folder: when the task
     starts, a folder made from other inputs is emptied and a new or emptied one gets its
     ``inputs.json`` (a fold that never started keeps its state); then the CNN is trained
@@ -167,8 +214,7 @@ def _train_fold(prepared: PreparedData | Path, split, i: int, kind: str, config:
         # one GPU per worker of a local cluster: "auto" (cuda) is then that GPU; the
         # configuration stays as it is, so that the fold resumes on any worker
         torch.cuda.set_device(k % torch.cuda.device_count())
-    sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
-    samples = prepared.samples.iloc[sel].reset_index(drop=True)
+    samples, ids, sel, span_s = decoding_samples(prepared, window, sample_window, span_s)
     y_all = samples["y"].to_numpy()
     n_classes = len(prepared.classes)
     # torch's threads and the BLAS pools' (the linear baseline): both change the rounding
@@ -182,16 +228,18 @@ def _train_fold(prepared: PreparedData | Path, split, i: int, kind: str, config:
         cnn_probs, _, _ = evaluate_batches(result.model, xt, None)
         per_model = {"cnn": cnn_probs}
         if baselines:
-            m = prepared.mask
-            per_model["linear"] = linear_baseline(x_tr[:, m], y_all[tr_idx], x_val[:, m],
-                                                  y_all[val_idx], x_te[:, m], n_classes,
+            def voxels(x):  # inside the mask; a window's volumes side by side
+                return x[..., prepared.mask].reshape(len(x), -1)
+
+            per_model["linear"] = linear_baseline(voxels(x_tr), y_all[tr_idx], voxels(x_val),
+                                                  y_all[val_idx], voxels(x_te), n_classes,
                                                   seed=config.seed)
             rng = np.random.default_rng([config.seed, i])
             scores = rng.random((len(x_te), n_classes))
             per_model["chance"] = scores / scores.sum(axis=1, keepdims=True)
     meta = samples.iloc[split.test][["subject", "run", "volume", "movie_time",
                                       "label_tr", "label", "y"]].reset_index(drop=True)
-    meta.insert(0, "sample", sel[split.test])  # row in the prepared sample table
+    meta.insert(0, "sample", ids[split.test])  # row in the prepared sample table
     meta.insert(0, "fold", split.name)
     cols = [f"p_{c}" for c in prepared.classes]
     fold_preds = pd.concat(
@@ -218,6 +266,8 @@ def run_decoding(
     workers: int | None = None,
     scheduler: str | None = None,
     threads: int | None = None,
+    window=None,
+    sample_window=None,
 ) -> DecodingResult:
     """Cross-validate the CNN (and baselines) on the selected samples of a prepared dataset.
 
@@ -257,23 +307,32 @@ def run_decoding(
         (:func:`emolib.tasks.threads_per_task`). A fold's numbers depend on its thread count
         (sums split across threads round differently) and on nothing else of where it ran:
         serial and cluster runs with the same ``threads`` give identical results.
+    window : sequence of int, optional
+        Decode windows of the volumes at these consecutive offsets from each labelled volume
+        (``(N, T, X, Y, Z)`` inputs for the network of ``config.architecture``); the cache must
+        hold them (``window`` of :func:`emolib.forrest.prepare_dataset`). None: single
+        volumes.
+    sample_window : sequence of int, optional
+        Use only the samples whose volumes at these offsets are all cached, with the leakage
+        span of that window (:func:`emolib.forrest.window_samples`): the widest window of a
+        comparison, so that a single volume and windows are tested on the same samples.
     """
     folder = Path(out_dir)
     if restart and folder.exists():
         shutil.rmtree(folder)
     start_stage(folder)  # unfinished until the manifest is written, last
-    sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
-    samples = prepared.samples.iloc[sel].reset_index(drop=True)
+    samples, _, _, leak_span = decoding_samples(prepared, window, sample_window, span_s)
     classes = prepared.classes
-    splits = make_splits(samples, kind, span_s=span_s, seed=config.seed, folds=folds)
+    splits = make_splits(samples, kind, span_s=leak_span, seed=config.seed, folds=folds)
     if kind != "random":  # the random split leaks by design (chapter 02 counts it)
-        assert_no_leak(samples, splits, span_s=span_s)
+        assert_no_leak(samples, splits, span_s=leak_span)
     preds, histories, reuse_rows = [], [], []
     data_fingerprint = prepared.fingerprint  # hashed once, not once per fold
     todo = []
     for i, split in enumerate(splits, start=1):
         fdir = _fold_dir(folder, split.name)
-        inputs = _fold_inputs(data_fingerprint, samples, split, kind, config, span_s, baselines)
+        inputs = _fold_inputs(data_fingerprint, samples, split, kind, config, span_s, baselines,
+                              window, sample_window)
         status, reason = reuse_status(fdir, inputs, done=DONE)
         reuse_rows.append({"fold": split.name, "status": status, "reason": reason})
         if progress:
@@ -288,7 +347,7 @@ def run_decoding(
     run_tasks(_train_fold,
               [(source, split, i, kind, config, span_s, baselines, fdir.resolve(), inputs,
                 threads if threads is not None else threads_per_task(workers),
-                progress and serial) for i, split, fdir, inputs in todo],
+                progress and serial, window, sample_window) for i, split, fdir, inputs in todo],
               names=[f"fold {split.name}" for _, split, *_ in todo], workers=workers,
               scheduler=scheduler, progress=progress, desc=f"{kind} folds")
     for split in splits:
@@ -303,6 +362,8 @@ def run_decoding(
         write_text(folder / name, frame.to_csv(index=False))
     write_manifest(folder, STAGE, {"kind": kind, "config": config.to_dict(), "folds": folds,
                                    "span_s": span_s, "baselines": baselines,
+                                   "window": _window(window),
+                                   "sample_window": _window(sample_window),
                                    "dataprep": str(prepared.folder)},
                    outputs={"classes": classes, "n_folds": len(splits),
                             "n_predictions": int((predictions["model"] == "cnn").sum()),

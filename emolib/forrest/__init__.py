@@ -42,6 +42,7 @@ from emolib.forrest.windows import (
     gather_windows,
     window_cache_bytes,
     window_samples,
+    window_support,
 )
 
 __all__ = [
@@ -54,5 +55,6 @@ __all__ = [
     "load_prepared", "make_rois", "make_splits", "masks_from_labels", "parcellate_mask",
     "prepare_dataset", "removal_table", "select_classes", "summarize_inputs",
     "WindowedSamples", "gather_windows", "window_cache_bytes", "window_samples",
+    "window_support",
     "zscore_volumes", "zscore_voxels",
 ]

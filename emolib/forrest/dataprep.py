@@ -54,12 +54,14 @@ from emolib.errors import InputDataError
 from emolib.forrest.labels import consensus_labels, select_classes
 from emolib.forrest.standardize import zscore_volumes, zscore_voxels
 from emolib.forrest.timing import STUDYFORREST, RunTiming, label_volumes
+from emolib.forrest.windows import window_support
 from emolib.io.annotations import read_observers
 from emolib.io.bids import (
     affine_shift_mm,
     check_grids,
     decode_bold,
     read_run_info,
+    read_subject_mask,
     scan_runs,
 )
 from emolib.manifest import (
@@ -153,27 +155,6 @@ class PreparedData:
         return self.samples["y"].to_numpy()
 
 
-def _read_mask(mask: str | os.PathLike, subject: str, shape: tuple[int, ...],
-               affine: np.ndarray, tolerance: float) -> np.ndarray:
-    """One subject's mask from a path (``{subject}`` in it is replaced), checked on its grid."""
-    path = Path(str(mask).replace("{subject}", subject))
-    if not path.is_file():
-        raise InputDataError(path, f"mask file of sub-{subject} does not exist")
-    try:
-        mimg = nib.load(path)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is an input error
-        raise InputDataError(path, f"not a readable NIfTI mask ({err})") from None
-    if tuple(mimg.shape[:3]) != tuple(shape):
-        raise InputDataError(path, f"mask grid {mimg.shape} does not match the data grid "
-                                   f"{tuple(shape)}")
-    shift = affine_shift_mm(mimg.affine, affine, shape)
-    if shift > tolerance:
-        raise InputDataError(path, f"mask grid sits {shift:.2f} mm away from the grid of "
-                                   f"sub-{subject} (native space: give one mask per subject "
-                                   "with '{subject}' in the path)")
-    return np.asanyarray(mimg.dataobj).astype(bool)
-
-
 def _read_raw(path: Path) -> tuple[bytes, dict]:
     st = os.stat(path)
     raw = path.read_bytes()
@@ -246,6 +227,7 @@ def prepare_dataset(
     n_per_class: int | None = 70,
     classes: list[str] | None = None,
     keep: str = "selected",
+    window: tuple[int, ...] | None = None,
     mask: str | os.PathLike | None = None,
     standardize: str = "volume",
     smoothing_fwhm: float | None = None,
@@ -288,6 +270,10 @@ def prepare_dataset(
     keep : {"selected", "labelled", "all"}, default="selected"
         Which volumes go into the cache: those of selected steps (what training uses), all
         labelled ones, or every volume.
+    window : sequence of int, optional
+        Also cache what windows of these volume offsets around every selected volume need
+        (e.g. ``range(-2, 4)``, :func:`emolib.forrest.window_samples`): its neighbours in the
+        same run, unselected and unlabelled ones included (``selected`` False, ``y`` -1).
     mask : None, "epi" or path-like, default=None
         Z-score inside a brain mask: ``"epi"`` computes one per subject with
         :func:`nilearn.masking.compute_epi_mask` from that subject's first run; a path reads
@@ -355,6 +341,7 @@ def prepare_dataset(
         "timing": {"starts": timing.starts, "n_volumes": timing.n_volumes, "tr": timing.tr},
         "label_mode": label_mode, "min_observers": min_observers, "hrf_lag": hrf_lag,
         "min_count": min_count, "n_per_class": n_per_class, "classes": classes, "keep": keep,
+        "window": None if window is None else [int(o) for o in window],
         "mask": None if mask is None else str(mask), "standardize": standardize,
         "smoothing_fwhm": smoothing_fwhm, "high_pass": high_pass, "expected_tr": expected_tr,
         "layout": layout, "entities": entities, "affine_tolerance": affine_tolerance,
@@ -388,17 +375,15 @@ def prepare_dataset(
     ref = next(iter(infos.values()))[0]
     shape, affine = ref.shape[:3], ref.affine
     affines = {sub: sub_infos[0].affine for sub, sub_infos in infos.items()}
-    mask_arrs = {sub: _read_mask(mask, sub, shape, affines[sub], affine_tolerance)
+    mask_arrs = {sub: read_subject_mask(mask, sub, shape, affines[sub], affine_tolerance)
                  for sub in infos} if mask is not None and str(mask) != "epi" else {}
 
     # 3. sample table
     vt = label_volumes(timing, labels, selected, hrf_lag=hrf_lag)
-    if keep == "selected":
-        vt_keep = vt[vt["selected"]]
-    elif keep == "labelled":
-        vt_keep = vt[vt["label"].notna()]
-    else:
-        vt_keep = vt
+    kept = {"selected": vt["selected"], "labelled": vt["label"].notna(), "all": True}[keep]
+    if window is not None:  # the neighbours that windows of the selected volumes read
+        kept = kept | window_support(vt, vt["selected"].to_numpy(bool), window)
+    vt_keep = vt[np.broadcast_to(kept, len(vt))]
     subs = sorted(infos)
     samples = pd.concat([vt_keep.assign(subject=s) for s in subs], ignore_index=True)
     samples = samples[["subject", "run", "volume", "movie_time", "stim_time", "label_tr",

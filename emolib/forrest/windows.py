@@ -16,9 +16,10 @@ by the window's length, so that :func:`emolib.forrest.make_splits` and
 overlaps are handled as for single volumes: the guards compare movie times, not volume
 numbers.)
 
-The cache must hold the neighbours: ``keep="all"`` (or ``"labelled"`` for windows inside
-labelled stretches) in :func:`emolib.forrest.prepare_dataset`; :func:`window_cache_bytes`
-says what that costs on disk at a given size.
+The cache must hold the neighbours: ``window=offsets`` in
+:func:`emolib.forrest.prepare_dataset` caches exactly those (:func:`window_support`),
+``keep="all"`` every volume; :func:`window_cache_bytes` says what a cache costs on disk at a
+given size.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import pandas as pd
 
 from emolib.forrest.leaks import HRF_SPAN_S
 
-__all__ = ["WindowedSamples", "gather_windows", "window_cache_bytes", "window_samples"]
+__all__ = ["WindowedSamples", "gather_windows", "window_cache_bytes", "window_samples",
+           "window_support"]
 
 
 @dataclass
@@ -77,8 +79,40 @@ def _check_offsets(offsets) -> tuple[int, ...]:
     return out
 
 
+def window_support(table: pd.DataFrame, centres: np.ndarray, offsets) -> np.ndarray:
+    """Which volumes of ``table`` the windows around the ``centres`` read.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Volumes with ``run`` and ``volume`` (one subject's, or with ``subject`` several).
+    centres : numpy.ndarray of bool
+        The labelled volumes that windows are built around (one flag per row of ``table``).
+    offsets : sequence of int
+        Consecutive volume offsets of the window (as :func:`window_samples`).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        True for every row at one of the ``offsets`` from a centre in the same run (the
+        centres themselves when 0 is an offset); windows cut by a run's edge keep what lies
+        inside the run.
+    """
+    offsets = _check_offsets(offsets)
+    centres = np.asarray(centres, dtype=bool)
+    if centres.shape != (len(table),):
+        raise ValueError(f"centres must flag each of the {len(table)} rows, got shape "
+                         f"{centres.shape}")
+    group = [c for c in ("subject", "run") if c in table.columns]
+    keys = pd.MultiIndex.from_frame(table[[*group, "volume"]])
+    wanted = table.loc[centres, [*group, "volume"]]
+    need = pd.MultiIndex.from_frame(pd.concat(
+        [wanted.assign(volume=wanted["volume"] + o) for o in offsets], ignore_index=True))
+    return keys.isin(need)
+
+
 def window_samples(samples: pd.DataFrame, offsets=(0, 1, 2, 3), tr: float = 2.0,
-                   span_s: float = HRF_SPAN_S) -> WindowedSamples:
+                   span_s: float = HRF_SPAN_S, sample_window=None) -> WindowedSamples:
     """The windows of the selected samples of a prepared sample table.
 
     Parameters
@@ -92,12 +126,20 @@ def window_samples(samples: pd.DataFrame, offsets=(0, 1, 2, 3), tr: float = 2.0,
         Repetition time (seconds between the window's volumes).
     span_s : float, default=HRF_SPAN_S
         The response span a single volume reflects (:mod:`emolib.forrest.splits`).
+    sample_window : sequence of int, optional
+        Consecutive offsets whose volumes every sample must also have, and whose extent
+        (joined with ``offsets``') sets the samples' ``movie_time`` and ``span_s``: give
+        the widest window of a comparison, and every model of it (a single volume,
+        ``offsets=(0,)``, included) sees the same samples in the same folds. Default
+        ``offsets``.
 
     Returns
     -------
     WindowedSamples
     """
     offsets = _check_offsets(offsets)
+    support = offsets if sample_window is None else _check_offsets(sample_window)
+    first, last = min(offsets[0], support[0]), max(offsets[-1], support[-1])
     needed = {"subject", "run", "volume", "movie_time", "selected"}
     missing = needed - set(samples.columns)
     if missing:
@@ -111,20 +153,24 @@ def window_samples(samples: pd.DataFrame, offsets=(0, 1, 2, 3), tr: float = 2.0,
     position = pd.Series(np.arange(len(samples)), index=keys)
     sel = np.flatnonzero(samples["selected"].to_numpy(bool))
     chosen = samples.iloc[sel]
-    rows = np.full((len(sel), len(offsets)), -1, dtype=np.int64)
     subj = chosen["subject"].astype(str).to_numpy()
     run = chosen["run"].to_numpy(int)
     vol = chosen["volume"].to_numpy(int)
-    for j, o in enumerate(offsets):
-        want = pd.MultiIndex.from_arrays([subj, run, vol + o])
-        rows[:, j] = position.reindex(want).fillna(-1).to_numpy(np.int64)
-    whole = (rows >= 0).all(axis=1)
+
+    def cache_rows(offs) -> np.ndarray:
+        out = np.full((len(sel), len(offs)), -1, dtype=np.int64)
+        for j, o in enumerate(offs):
+            want = pd.MultiIndex.from_arrays([subj, run, vol + o])
+            out[:, j] = position.reindex(want).fillna(-1).to_numpy(np.int64)
+        return out
+
+    rows = cache_rows(offsets)
+    whole = (rows >= 0).all(axis=1) & (cache_rows(support) >= 0).all(axis=1)
     out = chosen[whole].reset_index(drop=True)
     out.insert(0, "sample", sel[whole])
     out["label_time"] = out["movie_time"]
-    out["movie_time"] = out["movie_time"] + offsets[-1] * tr
-    return WindowedSamples(out, rows[whole], offsets,
-                           float(span_s + (offsets[-1] - offsets[0]) * tr),
+    out["movie_time"] = out["movie_time"] + last * tr
+    return WindowedSamples(out, rows[whole], offsets, float(span_s + (last - first) * tr),
                            int((~whole).sum()))
 
 

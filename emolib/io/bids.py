@@ -53,7 +53,7 @@ __all__ = [
     "ALIGNED_TEMPLATE", "BIDS_LAYOUTS", "GridWarning", "RunInfo", "RunScan",
     "STUDYFORREST_SUBJECTS", "affine_shift_mm", "bold_path", "check_grids", "check_runs",
     "decode_bold", "find_runs", "parse_bids_name", "read_bold", "read_run_info",
-    "read_sidecar", "scan_runs",
+    "read_sidecar", "read_subject_mask", "scan_runs",
 ]
 
 #: Subjects of ds000113 with the movie session.
@@ -535,3 +535,26 @@ def decode_bold(path: str | os.PathLike, raw: bytes, info: RunInfo) -> np.ndarra
                                        f"voxel {tuple(int(i) for i in idx[:3])}, volume "
                                        f"{int(idx[3])}")
     return data
+
+
+def read_subject_mask(mask: str | os.PathLike, subject: str, shape: tuple[int, ...],
+                      affine: np.ndarray, tolerance: float) -> np.ndarray:
+    """One subject's mask from a path (``{subject}`` in it is replaced by the subject's
+    label), checked against that subject's grid: the same shape, and an affine within
+    ``tolerance`` mm (:func:`affine_shift_mm`); ``InputDataError`` naming the file else."""
+    path = Path(str(mask).replace("{subject}", subject))
+    if not path.is_file():
+        raise InputDataError(path, f"mask file of sub-{subject} does not exist")
+    try:
+        mimg = nib.load(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is an input error
+        raise InputDataError(path, f"not a readable NIfTI mask ({err})") from None
+    if tuple(mimg.shape[:3]) != tuple(shape):
+        raise InputDataError(path, f"mask grid {mimg.shape} does not match the data grid "
+                                   f"{tuple(shape)}")
+    shift = affine_shift_mm(mimg.affine, affine, shape)
+    if shift > tolerance:
+        raise InputDataError(path, f"mask grid sits {shift:.2f} mm away from the grid of "
+                                   f"sub-{subject} (native space: give one mask per subject "
+                                   "with '{subject}' in the path)")
+    return np.asanyarray(mimg.dataobj).astype(bool)

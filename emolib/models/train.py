@@ -1,4 +1,4 @@
-"""Training the 3D CNN: seeded, deterministic on CPU, checkpointed, resumable.
+"""Training the decoding networks: seeded, deterministic on CPU, checkpointed, resumable.
 
 As the original: AdamW (lr 1e-3, weight decay 1e-4), a cosine learning-rate schedule
 (``T_max`` 50), batch 16, up to 50 epochs, early stopping (patience 10) on validation accuracy;
@@ -14,6 +14,10 @@ interrupted (a test kills one with SIGKILL).
 Speed on CPU: the training volumes are held in one contiguous tensor and batches are
 gathered with ``index_select`` (no DataLoader, no per-sample collation); channels-last 3D
 memory format; evaluation under ``torch.inference_mode``. On a GPU, bf16 autocast.
+
+Inputs are single volumes ``(N, X, Y, Z)`` or windows of T volumes ``(N, T, X, Y, Z)``
+(:mod:`emolib.forrest.windows`); :attr:`TrainConfig.architecture` names the network
+(:func:`emolib.models.build_model`), and ``best.pt`` records what it takes to rebuild it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from emolib.models.cnn import EmotionCNN
+from emolib.models.factory import build_model
 
 __all__ = ["TrainConfig", "TrainResult", "autocast", "config_from_dict", "evaluate_batches",
            "load_trained",
@@ -52,6 +56,11 @@ class TrainConfig:
     (equivalent to a Tikhonov penalty for small noise) against memorising each volume's own
     noise, drawn from a generator seeded by ``(seed, epoch)`` so that runs and resumed runs
     repeat.
+
+    ``architecture`` (:func:`emolib.models.build_model`): ``"cnn"``, the original network
+    (on windows, their volumes are its input channels), or ``"spacetime"``, the (2+1)D one
+    for windows, whose temporal convolution is ``temporal_kernel`` volumes long (None: the
+    whole window).
     """
 
     epochs: int = 50
@@ -66,6 +75,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
+    architecture: str = "cnn"
+    temporal_kernel: int | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,7 +86,7 @@ class TrainConfig:
 class TrainResult:
     """A trained model (its best epoch's weights) and how it got there."""
 
-    model: EmotionCNN
+    model: nn.Module
     history: pd.DataFrame
     best_epoch: int
     best_val_accuracy: float
@@ -91,8 +102,14 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def to_tensor(volumes: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """``(N, X, Y, Z)`` float32 array -> ``(N, 1, X, Y, Z)`` tensor on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32)).unsqueeze(1)
+    """Volumes ``(N, X, Y, Z)`` -> ``(N, 1, X, Y, Z)``, windows ``(N, T, X, Y, Z)`` as they
+    are: a float32 tensor on ``device``."""
+    if volumes.ndim not in (4, 5):
+        raise ValueError(f"expected volumes (N, X, Y, Z) or windows (N, T, X, Y, Z), got "
+                         f"shape {volumes.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32))
+    if x.ndim == 4:
+        x = x.unsqueeze(1)
     x = x.to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -186,12 +203,13 @@ def train_model(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
-    """Train :class:`~emolib.models.cnn.EmotionCNN` with early stopping on validation accuracy.
+    """Train the network of ``config.architecture`` with early stopping on validation accuracy.
 
     Parameters
     ----------
     train_x, val_x : numpy.ndarray
-        Z-scored volumes ``(N, X, Y, Z)`` (a memory map is fine).
+        Z-scored volumes ``(N, X, Y, Z)`` (a memory map is fine), or windows of T volumes
+        ``(N, T, X, Y, Z)`` (:func:`emolib.forrest.gather_windows`).
     train_y, val_y : numpy.ndarray
         Class indices.
     n_classes : int
@@ -215,9 +233,15 @@ def train_model(
         The model with its best epoch's weights, in eval mode.
     """
     device = resolve_device(config.device)
+    if train_x.ndim not in (4, 5) or val_x.shape[1:] != train_x.shape[1:]:
+        raise ValueError(f"expected training and validation volumes (N, X, Y, Z) or windows "
+                         f"(N, T, X, Y, Z) of one shape, got {train_x.shape} and {val_x.shape}")
+    n_frames = int(train_x.shape[1]) if train_x.ndim == 5 else None
+    spec = {"architecture": config.architecture, "n_classes": n_classes,
+            "in_shape": [int(s) for s in train_x.shape[-3:]], "n_frames": n_frames,
+            "temporal_kernel": config.temporal_kernel, "dropout": config.dropout}
     torch.manual_seed(config.seed)
-    model = EmotionCNN(n_classes=n_classes, in_shape=tuple(train_x.shape[1:]),
-                       dropout=config.dropout).to(device)
+    model = build_model(**spec).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -287,9 +311,8 @@ def train_model(
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
             bad_epochs = 0
             if ckpt_dir is not None:
-                _atomic_save({"model": best["state"], "n_classes": n_classes,
-                              "in_shape": sizes["shape"], "dropout": config.dropout,
-                              "epoch": epoch, "val_acc": val_acc}, ckpt_dir / BEST)
+                _atomic_save({"model": best["state"], **spec, "epoch": epoch,
+                              "val_acc": val_acc}, ckpt_dir / BEST)
         else:
             bad_epochs += 1
         stopped = bad_epochs >= config.patience
@@ -313,15 +336,16 @@ def train_model(
                        bool(stopped), resumed_from)
 
 
-def load_trained(path: str | os.PathLike, device: str = "cpu") -> EmotionCNN:
-    """Load a ``best.pt`` written by :func:`train_model` (eval mode).
+def load_trained(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """Load a ``best.pt`` written by :func:`train_model` (eval mode): the network it names
+    (:func:`emolib.models.build_model`; a file without a name holds the original CNN).
 
     Read with ``weights_only=True``: a file holding anything but tensors and plain values is
     refused (``ValueError``), never unpickled.
     """
     ck = _load_checkpoint(Path(path), device)
-    model = EmotionCNN(n_classes=ck["n_classes"], in_shape=tuple(ck["in_shape"]),
-                       dropout=ck["dropout"])
+    model = build_model(ck.get("architecture", "cnn"), ck["n_classes"], tuple(ck["in_shape"]),
+                        ck.get("n_frames"), ck.get("temporal_kernel"), ck["dropout"])
     model.load_state_dict(ck["model"])
     return model.to(device).eval()
 

@@ -22,10 +22,11 @@ from emolib.synthetic.bold5000_release import (
     same_sketch,
 )
 from emolib.synthetic.forrest import generate_annotations, generate_studyforrest
-from emolib.synthetic.truth import find_truth, read_truth
+from emolib.synthetic.truth import find_truth, planted_profile, planted_responses, read_truth
 
 __all__ = [
     "find_truth", "generate_annotations", "generate_bold5000", "generate_bold5000_release",
-    "generate_studyforrest", "layer_sketch", "read_bold5000_release_truth",
+    "generate_studyforrest", "layer_sketch", "planted_profile", "planted_responses",
+    "read_bold5000_release_truth",
     "read_bold5000_truth", "read_truth", "same_sketch", "simulate_bold5000_rdms",
 ]

@@ -212,6 +212,19 @@ def class_regressors(labels, classes, frame_times: np.ndarray, tr: float) -> np.
     return out
 
 
+def class_responses(labels, classes, timing: RunTiming) -> list[np.ndarray]:
+    """The planted response of each class in each run: one HRF-convolved regressor per class
+    (:func:`class_regressors`) at the run's volumes, all scaled so that the largest response
+    of any class in any run is 1; a ``(n_classes, n_volumes)`` float32 array per run. The
+    generator multiplies them by ``effect_size`` and plants them in the classes' regions."""
+    run_regs = [
+        class_regressors(labels, classes, start + timing.tr * np.arange(n_vol), 2.0)
+        for start, n_vol in zip(timing.starts, timing.n_volumes, strict=True)
+    ]
+    peak = max(float(r.max()) for r in run_regs) or 1.0
+    return [(r / peak).astype(np.float32) for r in run_regs]
+
+
 def dataset_folder(layout: str = "bids") -> str:
     """Name of the data folder inside a generated dataset: ``ds000113`` (raw BIDS) or
     ``studyforrest-data-aligned`` (the aligned derivative)."""
@@ -409,13 +422,7 @@ def generate_studyforrest(
         # signal
         phys_t = rng.normal(0, 1, (2, mask.size)).astype(np.float32)  # template space
         region_t = np.stack([regions[c].ravel() for c in classes]).astype(np.float32)
-        # one HRF-convolved regressor per class and run, scaled so that the largest response is 1
-        run_regs = [
-            class_regressors(labels, classes, start + timing.tr * np.arange(n_vol), 2.0)
-            for start, n_vol in zip(timing.starts, timing.n_volumes, strict=True)
-        ]
-        peak = max(float(r.max()) for r in run_regs) or 1.0
-        run_regs = [(r / peak).astype(np.float32) for r in run_regs]
+        run_regs = class_responses(labels, classes, timing)
         # the stimulus-locked scene signal: one template-space time course per run, the same
         # in every subject (its own random streams: scene_size=0 leaves the rest unchanged)
         scenes = scene_model(shape, timing, seed)

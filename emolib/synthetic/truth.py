@@ -1,6 +1,8 @@
 """Reading the planted truth written beside a generated StudyForrest dataset
 (:func:`emolib.synthetic.generate_studyforrest`): its parameters, classes, region masks on the
-template grid and on every subject's own grid, and the scene signal."""
+template grid and on every subject's own grid, the scene signal, and the planted responses
+at any volume (:func:`planted_responses`) and around labelled moments
+(:func:`planted_profile`: when a window's volumes carry the label)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from emolib.forrest.labels import consensus_labels
 from emolib.forrest.timing import RunTiming
+from emolib.io.annotations import read_observers
+from emolib.synthetic.forrest import class_responses
 
-__all__ = ["find_truth", "read_truth"]
+__all__ = ["find_truth", "planted_profile", "planted_responses", "read_truth"]
 
 
 def read_truth(out_dir: str | os.PathLike) -> dict:
@@ -95,3 +100,82 @@ def find_truth(bids_dir: str | os.PathLike | None, shape=None) -> dict | None:
         raise ValueError(f"the truth in {folder} has grid {truth['brain_mask'].shape}, the "
                          f"data {tuple(shape)}")
     return truth
+
+
+def planted_responses(truth: dict, table: pd.DataFrame) -> np.ndarray:
+    """The planted response of every class at each volume of ``table``.
+
+    Parameters
+    ----------
+    truth : dict
+        :func:`read_truth` of the dataset.
+    table : pandas.DataFrame
+        Volumes with ``run`` (1-based) and ``volume`` (0-based), e.g.
+        :attr:`emolib.forrest.PreparedData.samples`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(table), n_classes)``: the HRF-convolved response of each class the generator
+        planted at that volume (the same in every subject, before ``effect_size``), in the
+        order of ``truth["classes"]``; zeros for a null dataset.
+    """
+    params = truth["parameters"]
+    classes = list(truth["classes"])
+    out = np.zeros((len(table), len(classes)))
+    if params.get("null"):
+        return out
+    pattern = (params.get("annotation_pattern", "av1o*.csv") if params.get("annotations_dir")
+               else "av1o*.csv")  # generated annotations are audio-visual
+    labels = consensus_labels(read_observers(truth["annotations"], pattern), tr=2.0,
+                              mode=params.get("label_mode", "seed"))
+    runs = class_responses(labels, classes, truth["timing"])
+    run = table["run"].to_numpy(int)
+    vol = table["volume"].to_numpy(int)
+    for r, resp in enumerate(runs, start=1):
+        here = run == r
+        if np.any(vol[here] < 0) or np.any(vol[here] >= resp.shape[1]):
+            raise ValueError(f"volumes outside run {r} of the truth's timing "
+                             f"({resp.shape[1]} volumes)")
+        out[here] = resp[:, vol[here]].T
+    return out
+
+
+def planted_profile(truth: dict, table: pd.DataFrame, rows: np.ndarray, y: np.ndarray,
+                    classes) -> np.ndarray:
+    """Per class, how much more of its own planted response than of the other classes' each
+    volume of its windows holds: the contrast a classifier of the windows can read.
+
+    Parameters
+    ----------
+    truth : dict
+        :func:`read_truth` of the dataset.
+    table : pandas.DataFrame
+        The prepared sample table the window rows index (``run``, ``volume``).
+    rows : numpy.ndarray
+        ``(n_windows, T)`` rows of ``table`` (:attr:`emolib.forrest.WindowedSamples.rows`).
+    y : numpy.ndarray
+        Class index of each window, into ``classes``.
+    classes : sequence of str
+        The decoded classes (a subset of the truth's, in the decoder's order).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_classes, T)``: for class ``c`` at offset ``t``, the mean over windows of class
+        ``c`` of its response minus the mean response of the other decoded classes at the
+        window's ``t``-th volume (NaN for a class without windows).
+    """
+    order = [list(truth["classes"]).index(c) for c in classes]
+    resp = planted_responses(truth, table)[:, order]  # (n_table, K)
+    rows, y = np.asarray(rows), np.asarray(y)
+    k = len(order)
+    out = np.full((k, rows.shape[1]), np.nan)
+    for c in range(k):
+        w = resp[rows[y == c]]  # (n_c, T, K)
+        if len(w) and k > 1:
+            other = (w.sum(axis=2) - w[:, :, c]) / (k - 1)
+            out[c] = (w[:, :, c] - other).mean(axis=0)
+        elif len(w):
+            out[c] = w[:, :, c].mean(axis=0)
+    return out
