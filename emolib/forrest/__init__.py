@@ -6,7 +6,8 @@ Data flow: annotations (:mod:`emolib.io.annotations`) -> :mod:`~emolib.forrest.l
 with the run overlaps and the HRF lag) -> :mod:`~emolib.forrest.dataprep` (BOLD runs read by
 :mod:`emolib.io.bids`, labelled, z-scored, cached) -> :mod:`~emolib.forrest.splits` (by run,
 by subject, or the original's random split, with leak guards; :mod:`~emolib.forrest.windows`
-for samples that are windows of consecutive volumes) -> :mod:`emolib.decoding`.
+for samples that are windows of consecutive volumes, prepared with their neighbours by
+:func:`~emolib.forrest.variants.prepare_variant`) -> :mod:`emolib.decoding`.
 After decoding: :mod:`~emolib.forrest.rois` (planted regions, parcels or an atlas) and
 :mod:`~emolib.forrest.patterns` (movie-moment patterns; ROI and per-fold network RDMs).
 """
@@ -37,6 +38,7 @@ from emolib.forrest.rois import RoiSet, load_atlas, make_rois, masks_from_labels
 from emolib.forrest.splits import Split, guard, make_splits, removal_table
 from emolib.forrest.standardize import zscore_volumes, zscore_voxels
 from emolib.forrest.timing import STUDYFORREST, RunTiming, label_volumes
+from emolib.forrest.variants import prepare_variant
 from emolib.forrest.windows import (
     WindowedSamples,
     gather_windows,
@@ -53,7 +55,7 @@ __all__ = [
     "add_pattern_groups",
     "label_volumes", "leak_table", "load_atlas",
     "load_prepared", "make_rois", "make_splits", "masks_from_labels", "parcellate_mask",
-    "prepare_dataset", "removal_table", "select_classes", "summarize_inputs",
+    "prepare_dataset", "prepare_variant", "removal_table", "select_classes", "summarize_inputs",
     "WindowedSamples", "gather_windows", "window_cache_bytes", "window_samples",
     "window_support",
     "zscore_volumes", "zscore_voxels",
