@@ -52,6 +52,7 @@ from emolib.book.methods import (
     collect_runs,
     describe_data,
     describe_training,
+    describe_windows,
     parameter_table,
     version_table,
 )
@@ -71,6 +72,7 @@ display(Markdown(describe_data(runs)))
 
 # %%
 display(Markdown(describe_training(runs)))
+display(Markdown(describe_windows(runs)))
 
 # %% [markdown]
 # ## Every parameter

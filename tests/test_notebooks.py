@@ -22,7 +22,8 @@ from emolib.paths import REPO_ROOT
 from tests.conftest import NOTEBOOKS, SMOKE
 
 #: Chapters that produce data (the others only read and report).
-PRODUCERS = {"01_dataprep", "02_training", "03_occlusion", "04_rsa", "05_bold5000"}
+PRODUCERS = {"01_dataprep", "02_training", "03_occlusion", "04_rsa", "05_bold5000",
+             "09_spacetime"}
 
 
 def test_every_notebook_is_in_the_smoke_profile_and_the_toc():
@@ -170,3 +171,24 @@ def test_methods_text_says_how_volumes_were_standardised():
     assert "by their own mean and standard deviation over the whole volume" in original
     assert "smoothed" not in original
     assert "inside a brain mask (`epi`)" in describe_volumes(12, {"mask": "epi"})
+
+
+def test_methods_text_names_the_window_networks():
+    from emolib.book.methods import describe_windows
+
+    assert "has not run" in describe_windows({})
+
+    def manifest(window, architecture="cnn", kernel=None):
+        return {"parameters": {"kind": "run", "span_s": 20.0, "window": window,
+                               "sample_window": [-1, 0, 1, 2],
+                               "config": {"architecture": architecture,
+                                          "temporal_kernel": kernel}}}
+
+    runs = {"09_spacetime": {"parameters": {}, "manifests": {
+        "prep": {"parameters": {"window": [-1, 0, 1, 2]}},
+        "single": manifest(None), "time": manifest([-1, 0, 1, 2]),
+        "space": manifest([-1, 0, 1, 2], "spacetime", 2)}}}
+    text = describe_windows(runs)
+    assert "windows of 4 consecutive volumes" in text and "offsets -1 to +2" in text
+    assert "single-volume CNN" in text and "input channels" in text
+    assert "a 2-volume temporal convolution" in text and "(20 s + 6 s)" in text

@@ -95,3 +95,19 @@ def test_embedding_scatter_and_seed_panels():
     a = fig.axes[0].collections[0].get_offsets()
     b = fig.axes[1].collections[0].get_offsets()
     np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_temporal_profiles_are_scaled_to_their_peaks_and_marked():
+    from emolib.plots import plot_temporal_profiles
+
+    offsets = [-1, 0, 1, 2]
+    fig = plot_temporal_profiles(offsets, {"net": np.array([0.1, 0.4, 0.2, 0.0])},
+                                 planted=np.array([0.2, 0.5, 1.0, 0.5]))
+    ax = fig.axes[0]
+    curves = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == len(offsets)]
+    assert [ln.get_label() for ln in curves] == ["planted response", "net"]
+    np.testing.assert_allclose(curves[1].get_ydata(), [0.25, 1.0, 0.5, 0.0])
+    peaks = [ln.get_xdata()[0] for ln in ax.get_lines() if len(ln.get_xdata()) == 1
+             and ln.get_marker() == "v"]
+    assert peaks == [1, 0]
+    plt.close(fig)

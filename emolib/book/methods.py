@@ -18,8 +18,8 @@ import pandas as pd
 from emolib.paths import display_value, get_data_dir
 
 __all__ = [
-    "collect_runs", "describe_data", "describe_training", "describe_volumes", "parameter_table",
-    "version_table",
+    "collect_runs", "describe_data", "describe_training", "describe_volumes", "describe_windows",
+    "parameter_table", "version_table",
 ]
 
 
@@ -167,6 +167,42 @@ def describe_training(runs: dict) -> str:
                  "on the standardised voxels of the mask (strength chosen among 1e-3, 1e-2, "
                  "1e-1 on the inner validation run), and random scores (chance).")
     return "\n\n".join(texts + extra)
+
+
+def describe_windows(runs: dict) -> str:
+    """Prose for the windows-of-volumes stage (``09_spacetime``), from its decodings'
+    manifests."""
+    stage = runs.get("09_spacetime")
+    decodings = {k: m for k, m in (stage or {}).get("manifests", {}).items()
+                 if "config" in m.get("parameters", {})}
+    if not decodings:
+        return "*The windows-of-volumes stage has not run for this profile.*"
+    p = next(iter(decodings.values()))["parameters"]
+    window = p.get("sample_window") or p.get("window") or []
+    nets = []
+    for m in decodings.values():
+        q, c = m["parameters"], m["parameters"]["config"]
+        if not q.get("window"):
+            nets.append("the single-volume CNN on each window's labelled volume")
+        elif c.get("architecture", "cnn") == "cnn":
+            nets.append("the CNN with the window's volumes as its input channels")
+        else:
+            k = c.get("temporal_kernel") or len(q["window"])
+            nets.append(f"the factorised (2+1)D `SpaceTimeCNN` (a {k}-volume temporal "
+                        "convolution after the first spatial one)")
+    span = p.get("span_s", 20.0)
+    nets_text = "; ".join(nets)
+    nets_text = nets_text[:1].upper() + nets_text[1:]
+    offsets = f"offsets {window[0]:+d} to {window[-1]:+d}" if window else "single volumes"
+    return (f"**Windows of volumes.** Samples were windows of {len(window)} consecutive volumes "
+            f"of one run ({offsets} from each labelled volume; windows that would cross a "
+            f"run's edge were dropped), from the data-preparation inputs and parameters with "
+            f"those neighbours cached. {nets_text} were trained with the "
+            f"decoding recipe above on the same samples in the same folds "
+            f"({p['kind']} split), the leakage span widened to the window ({span:g} s + "
+            f"{(len(window) - 1) * 2 if window else 0:g} s); same intervals and null. "
+            f"Temporal importance: each volume of held-out windows blanked in turn "
+            f"(space-time occlusion, equal to Captum's on 4-D input).")
 
 
 def parameter_table(runs: dict) -> pd.DataFrame:

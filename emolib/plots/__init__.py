@@ -74,6 +74,7 @@ from emolib.plots.occlusion import (  # noqa: E402
     plot_embedding,
     plot_embedding_seeds,
     plot_localisation,
+    plot_temporal_profiles,
     plot_top_voxels,
 )
 from emolib.plots.rsa import (  # noqa: E402
@@ -96,5 +97,5 @@ __all__ = [
     "plot_label_timeline", "plot_labels_by_run", "plot_mean_epis", "plot_radar",
     "plot_roi_layer_heatmaps", "plot_rsa_surface", "plot_system_bars",
     "plot_class_maps", "plot_embedding", "plot_embedding_seeds", "plot_localisation",
-    "plot_top_voxels",
+    "plot_temporal_profiles", "plot_top_voxels",
 ]

@@ -102,11 +102,12 @@ def plot_null(null: np.ndarray, observed: float, p_value: float,
     return fig
 
 
-def plot_leakage(table: pd.DataFrame, original: tuple[float, float] | None = (0.86, 0.94)
-                 ) -> Figure:
+def plot_leakage(table: pd.DataFrame, original: tuple[float, float] | None = (0.86, 0.94),
+                 title: str = "The same data, split two ways") -> Figure:
     """Macro AUC with CI by split and model, beside the original's reported range.
 
-    ``table`` has columns ``split``, ``model``, ``estimate``, ``low``, ``high``.
+    ``table`` has columns ``split``, ``model``, ``estimate``, ``low``, ``high`` (``split``
+    names the groups of bars: splits, or e.g. the samples a model reads).
     """
     fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
     splits = list(dict.fromkeys(table["split"]))
@@ -126,7 +127,7 @@ def plot_leakage(table: pd.DataFrame, original: tuple[float, float] | None = (0.
     ax.set_ylim(0.3, 1.0)
     ax.set_ylabel("macro AUC (95% CI)")
     ax.legend(frameon=False, ncols=2, fontsize=8, loc="lower right")
-    ax.set_title("The same data, split two ways")
+    ax.set_title(title)
     return fig
 
 

@@ -1,4 +1,5 @@
-"""Figures of the occlusion chapter: brain maps, top voxels, localisation, UMAP embeddings."""
+"""Figures of the occlusion chapters: brain maps, top voxels, localisation, UMAP embeddings,
+and when in a window of volumes the networks look (temporal profiles)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from emolib.plots.labels import class_palette
 
 __all__ = [
     "plot_class_maps", "plot_embedding", "plot_embedding_seeds", "plot_localisation",
-    "plot_top_voxels",
+    "plot_temporal_profiles", "plot_top_voxels",
 ]
 
 
@@ -286,4 +287,48 @@ def plot_embedding_seeds(
                markerscale=3, bbox_to_anchor=(0.5, -0.06))
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_temporal_profiles(offsets: Sequence[int], profiles: dict[str, np.ndarray],
+                           planted: np.ndarray | None = None, tr: float = 2.0,
+                           title: str = "When in the window the networks look") -> Figure:
+    """Temporal importance profiles of window networks, each scaled to its peak.
+
+    Parameters
+    ----------
+    offsets : sequence of int
+        Volume offsets of the window relative to the labelled volume.
+    profiles : dict of str to numpy.ndarray
+        Per network, a ``(T,)`` profile (e.g. the class mean of
+        :func:`emolib.occlusion.temporal_profile`).
+    planted : numpy.ndarray, optional
+        ``(T,)`` planted contrast at the same offsets
+        (:func:`emolib.synthetic.planted_profile`, class mean): drawn dashed.
+    tr : float, default=2.0
+        Seconds between volumes (the top axis).
+    """
+    offsets = np.asarray(offsets)
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
+    colours = sns.color_palette("Set2", max(len(profiles), 1)).as_hex()
+    curves = dict(profiles)
+    if planted is not None:
+        curves = {"planted response": np.asarray(planted), **curves}
+    for j, (name, prof) in enumerate(curves.items()):
+        prof = np.asarray(prof, dtype=float)
+        peak = np.nanmax(np.abs(prof))
+        scaled = prof / peak if peak > 0 else prof
+        style = (dict(color="black", ls="--") if planted is not None and j == 0 else
+                 dict(color=colours[(j - (planted is not None)) % len(colours)]))
+        ax.plot(offsets, scaled, marker="o", label=name, **style)
+        ax.plot(offsets[np.nanargmax(scaled)], 1.0, marker="v", ms=9, **{
+            "color": style["color"]}, ls="none")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(offsets)
+    ax.set_xlabel("volume offset from the labelled volume")
+    ax.set_ylabel("importance (scaled to its peak)")
+    top = ax.secondary_xaxis("top", functions=(lambda v: v * tr, lambda s: s / tr))
+    top.set_xlabel("seconds")
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title(title)
     return fig
