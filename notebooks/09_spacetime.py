@@ -286,7 +286,7 @@ display(Markdown(
     + ", ".join(f"{n} at offset **{o:+d}**" for n, o in peaks.items())
     + (f"; planted contrast peaks at offset **{window[int(np.nanargmax(planted))]:+d}** "
        f"(the labelled volume is {prepared.manifest['parameters']['hrf_lag']:g} s after "
-       "its moment; the Glover response to a 2-s step peaks about 6 s after it)."
+       "its moment; the Glover response to a 2-s step peaks 6-7 s after it)."
        if planted is not None else "; real data: no planted response to compare with.")))
 
 # %% [markdown]

@@ -224,9 +224,10 @@ def test_temporal_profile_peaks_at_the_planted_lag(architecture, seed):
     volume of the planted response's peak and stays low before the response starts.
 
     Tolerance: the response is sampled every TR = 2 s and a 2-s step's Glover response is
-    broad at that rate (the two volumes flanking its peak, 6-8 s after onset, hold about
-    0.7 and 0.5 of it against the peak's 0.93, depending on the onset's 0-2 s phase within
-    its step), so a network that reads the two strongest volumes may rank either first;
+    broad at that rate: it peaks 6-7 s after onset, and across windows (the onset's phase
+    uniform in 0-2 s) the volume at that peak holds 0.93 of the largest response on average,
+    the ones before and after it about 0.7 and 0.5, so a network that reads the strongest
+    volumes may rank a neighbour of the peak first;
     one volume is that sampling's resolution, and the offsets before the response (under 5 %
     of its peak) are required to hold less than half the peak's importance.
     """
