@@ -85,3 +85,16 @@ def test_the_book_has_an_execution_report(built_book):
 
     assert "wall time" in html and device_name() in html
     assert re.search(r"<td><p>\d+ s</p></td>", html)
+
+
+def test_plotly_is_served_only_to_pages_that_draw_a_figure(built_book):
+    """plotly.min.js (3.5 MB, parsed on every page that loads it) is on a page exactly when
+    the page has a plotly figure; the smoke book has pages of both kinds."""
+    kinds = set()
+    for page in built_book.glob("*.html"):
+        html = page.read_text(errors="ignore")
+        draws = "plotly-graph-div" in html
+        loads = re.search(r'<script[^>]+src="[^"]*plotly\.min\.js', html) is not None
+        assert loads == draws, f"{page.name}: draws a figure {draws}, loads plotly {loads}"
+        kinds.add(draws)
+    assert kinds == {True, False}

@@ -19,9 +19,10 @@ RENDERER = "emolib"
 class OfflineHtmlRenderer(MimetypeRenderer):
     """Plotly renderer for the book: a ``text/html`` div without plotly.js or MathJax.
 
-    The book loads ``plotly.min.js`` once from ``_static`` (see ``_config.yml``), so no page
-    asks a CDN for anything. The bundle also carries the plotly JSON mime type, which
-    JupyterLab and VS Code render natively; Jupyter Book keeps the ``text/html`` part.
+    The book loads ``plotly.min.js`` once from ``_static`` (see ``_config.yml``) on the pages
+    that draw a figure (:mod:`emolib.book.sphinx_dedupe`), so no page asks a CDN for anything.
+    The bundle also carries the plotly JSON mime type, which JupyterLab and VS Code render
+    natively; Jupyter Book keeps the ``text/html`` part.
     """
 
     def to_mimebundle(self, fig_dict):
