@@ -5,7 +5,10 @@ A generic engine: nothing here knows of either study. The unit is a *task*: a to
 function and its arguments, whose result is small (what it computed lies in the folder it
 wrote, atomically, so that a task that dies leaves nothing half-written and a retried task
 resumes or redoes it). :func:`run_tasks` returns the results in the order of the tasks,
-whatever the order they finished in.
+whatever the order they finished in. :func:`engine` holds one client for many submissions
+(the book's chapters, each a task that waits on its kernel and leaves its worker's slot to
+the folds: :func:`leave_worker_slot`); :func:`cluster_progress` draws one bar of every task
+on the scheduler, whoever submitted it.
 
 Why Dask's ``distributed`` and not joblib: a worker that dies (killed, out of memory, a node
 lost) is replaced and its task rescheduled (up to ``distributed.scheduler.allowed-failures``
@@ -22,14 +25,18 @@ gives the default for a local cluster (the cores shared by its workers).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["dashboard_link", "have_dask", "local_cluster", "run_tasks", "slurm_job_script",
-           "threads_per_task", "worker_index"]
+__all__ = ["ClusterProgress", "cluster_progress", "dashboard_link", "engine", "have_dask",
+           "leave_worker_slot", "local_cluster", "run_tasks", "set_thread_environment",
+           "slurm_job_script", "task_key", "thread_environment", "threads_per_task",
+           "worker_index"]
 
 #: What a worker's BLAS and OpenMP pools are limited to, set in each local worker's environment.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -61,6 +68,176 @@ def worker_index() -> int | None:
     except ValueError:  # not in a worker
         return None
     return name if isinstance(name, int) else None
+
+
+def leave_worker_slot() -> bool:
+    """Called by a task that mostly waits (on a subprocess, or on tasks it submitted to the
+    same cluster): it gives its worker's thread back to the cluster (``distributed.secede``)
+    so that the tasks it waits for can run there. A no-op outside a Dask worker; returns
+    whether it seceded."""
+    if not have_dask() or not _in_worker():
+        return False
+    from distributed import secede
+
+    secede()
+    return True
+
+
+def _in_worker() -> bool:
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def thread_environment() -> dict[str, str | None]:
+    """This process's BLAS and OpenMP thread settings (the variables a local cluster sets in
+    its workers' environment; None for one not set), to hand to a task that starts
+    processes of its own (see :func:`set_thread_environment`)."""
+    return {var: os.environ.get(var) for var in _THREAD_VARS}
+
+
+_ENV_LOCK = threading.Lock()
+
+
+def set_thread_environment(values: dict[str, str | None]) -> None:
+    """Give the processes this process starts from now on the thread settings ``values``
+    (from :func:`thread_environment` in the driver). A local cluster's workers run with
+    their share of the cores (:func:`threads_per_task`); a task that starts a kernel that
+    should compute as it would have on the driver (a notebook: a chapter of the book) sets
+    this first. It changes this process's environment for good, which in a worker only
+    matters to the processes it starts."""
+    unknown = set(values) - set(_THREAD_VARS)
+    if unknown:
+        raise ValueError(f"not thread settings: {sorted(unknown)}")
+    with _ENV_LOCK:
+        for var, value in values.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = str(value)
+
+
+@contextlib.contextmanager
+def engine(workers: int | None = None, scheduler: str | None = None,
+           threads: int | None = None, progress: bool = True) -> Iterator[Any]:
+    """A Dask client for many submissions, for the time of a ``with`` block: on a local
+    cluster of ``workers`` processes started here (:func:`local_cluster`, closed at the end)
+    or on the running scheduler at ``scheduler``; ``None`` (no Dask) when neither is given.
+
+    The client's ``scheduler.address`` is what to hand on to code that submits tasks of its
+    own (:func:`run_tasks`' ``scheduler``), so that everything runs on the one cluster and
+    its dashboard (printed when ``progress`` and served) shows every task.
+    """
+    _validate(workers, scheduler)
+    if workers is None and scheduler is None:
+        yield None
+        return
+    _require_dask()
+    from distributed import Client
+
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(local_cluster(workers, threads)) if workers else None
+        client = stack.enter_context(Client(cluster or scheduler, set_as_default=False))
+        if progress:
+            link = dashboard_link(client)
+            where = f"a local Dask cluster of {workers} workers" if workers else \
+                f"the Dask scheduler at {scheduler}"
+            print(f"tasks run on {where}" + (f"; dashboard {link}" if link else ""),
+                  flush=True)
+        yield client
+
+
+def _tally_plugin(name: str):
+    """A scheduler plugin that counts the tasks submitted to the scheduler (by any client: the
+    chapters' and the folds' alike), finished, failed and running. Defined here, not at module
+    level, so that it travels to a remote scheduler by value (no emolib needed there)."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class TaskTally(SchedulerPlugin):
+        def __init__(self):
+            self.name = name
+            self.counts = {"submitted": 0, "done": 0, "failed": 0, "running": 0}
+
+        def update_graph(self, scheduler, *, tasks=(), **kwargs):
+            self.counts["submitted"] += len(tasks)
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            if finish == "processing":
+                self.counts["running"] += 1
+            if start == "processing":
+                self.counts["running"] -= 1
+            if start == "processing" and finish == "memory":
+                self.counts["done"] += 1
+            elif finish == "erred":
+                self.counts["failed"] += 1
+
+    return TaskTally()
+
+
+class ClusterProgress:
+    """What :func:`cluster_progress` yields: ``counts()``, the scheduler's tally now."""
+
+    def __init__(self, client, name: str):
+        self._client, self._name = client, name
+
+    def counts(self) -> dict[str, int]:
+        """``{"submitted", "done", "failed", "running"}``: tasks since the tally began."""
+        name = self._name
+        return self._client.run_on_scheduler(
+            lambda dask_scheduler: dict(dask_scheduler.plugins[name].counts))
+
+
+@contextlib.contextmanager
+def cluster_progress(client, desc: str = "tasks on the cluster", progress: bool = True,
+                     interval: float = 1.0) -> Iterator[ClusterProgress]:
+    """One terminal bar of every task the cluster runs while the block runs: those this
+    process submits and those others submit to the same scheduler (a chapter's kernel
+    submitting its folds): those that ended (finished or failed) out of those submitted, with
+    the running and the failed ones.
+
+    The tally is a scheduler plugin (removed at the end); the bar is redrawn every
+    ``interval`` seconds from a thread of this process (``progress=False``: no bar, the tally
+    still kept). Print beside it with ``tqdm.write``.
+    """
+    from tqdm.auto import tqdm
+
+    name = f"emolib-tally-{uuid.uuid4().hex}"
+    client.register_plugin(_tally_plugin(name), name=name)
+    tally = ClusterProgress(client, name)
+    stop = threading.Event()
+    bar = tqdm(total=0, desc=desc, unit="task", disable=not progress, dynamic_ncols=True)
+
+    def draw() -> None:
+        try:
+            counts = tally.counts()
+        except Exception:  # the scheduler is going away: the last drawing stands
+            return
+        bar.total = counts["submitted"]
+        bar.n = counts["done"] + counts["failed"]
+        bar.set_postfix(running=counts["running"], failed=counts["failed"], refresh=False)
+        bar.refresh()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            draw()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    if progress:
+        thread.start()
+    try:
+        yield tally
+    finally:
+        stop.set()
+        if progress:
+            thread.join()
+            draw()
+        bar.close()
+        with contextlib.suppress(Exception):
+            client.unregister_scheduler_plugin(name)
 
 
 def _require_dask():
@@ -206,7 +383,7 @@ def _run_on(client, func, tasks, names, retries, progress, desc) -> list:
         n = len(client.scheduler_info(n_workers=-1).get("workers", {}))
         print(f"{desc}: {len(tasks)} on {n} Dask workers"
               + (f"; dashboard {link}" if link else ""), flush=True)
-    futures = [client.submit(func, *args, key=f"{_key(name)}-{uuid.uuid4().hex}",
+    futures = [client.submit(func, *args, key=task_key(name),
                              pure=False, retries=retries)
                for i, (name, args) in enumerate(zip(names, tasks, strict=True))]
     index = {f.key: i for i, f in enumerate(futures)}
@@ -228,8 +405,11 @@ def _run_on(client, func, tasks, names, retries, progress, desc) -> list:
     return results
 
 
-def _key(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+def task_key(name: str) -> str:
+    """A unique Dask key that shows ``name`` on the dashboard (``name`` made safe, then a
+    random suffix: a task submitted twice is two tasks, not one cached result)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return f"{safe}-{uuid.uuid4().hex}"
 
 
 def slurm_job_script(cores: int = 8, memory: str = "32GB", walltime: str = "04:00:00",

@@ -34,8 +34,9 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path):
 @pytest.mark.slow
 def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
     """A second run with nothing changed runs nothing and says so; a changed parameter runs
-    the notebook again, naming the change; failures are all collected before the runner
-    exits, and the execution report says what happened to each chapter."""
+    the notebook again, naming the change; a run on a Dask cluster gives the same outputs and
+    cache; failures are all collected before the runner exits (from the cluster's workers
+    too), and the execution report says what happened to each chapter."""
     import time
 
     from emolib.book.incremental import write_execution_report
@@ -56,8 +57,17 @@ def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
     again = run_profile(str(profile), build=False, progress=False, book_dir=book)
     assert again["01_dataprep"]["status"] == "cached"
     assert time.perf_counter() - t0 < 10  # no kernel started
-    forced = run_profile(str(profile), build=False, progress=False, book_dir=book, force=True)
+    # forced, and as a task on a 2-worker local Dask cluster: the same outputs, byte for
+    # byte; where it ran is no input of the cache (the next run on threads reuses it)
+    stage = data / "derived" / "inc" / "01_dataprep"
+    outputs = ("volumes.npy", "samples.csv", "labels.csv")
+    before = {f: (stage / f).read_bytes() for f in outputs}
+    forced = run_profile(str(profile), build=False, progress=False, book_dir=book, force=True,
+                         workers=2)
     assert forced["01_dataprep"] == {"status": "run", "reason": "--force"}
+    assert {f: (stage / f).read_bytes() for f in outputs} == before
+    assert run_profile(str(profile), build=False, progress=False,
+                       book_dir=book)["01_dataprep"]["status"] == "cached"
     write({"01_dataprep": {**own, "effect_size": 0.2}})
     changed = run_profile(str(profile), build=False, progress=False, book_dir=book)
     assert changed["01_dataprep"]["status"] == "run"
@@ -65,11 +75,13 @@ def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
     report = write_execution_report(book, ["01_dataprep", "02_training"]).read_text()
     assert "| {doc}`01_dataprep` | run |" in report and "| 02_training | - |" in report
     # 01 fails, 02 reads it and is not run, 05 reads neither and fails on its own; two
-    # chapters at a time: both failures collected, the skipped one named, the book not built
+    # chapters at a time, as tasks on a Dask cluster: both failures collected from the
+    # workers, the skipped one named, the book not built
     write({"01_dataprep": {**own, "source": "no-such-source"},
            "02_training": {"split": "nope"}, "05_bold5000": {"source": "nope"}})
     with pytest.raises(NotebookFailed) as err:
-        run_profile(str(profile), build=False, progress=False, book_dir=book, jobs=2)
+        run_profile(str(profile), build=False, progress=False, book_dir=book, jobs=2,
+                    workers=2)
     message = str(err.value)
     assert message.startswith("2 of 3 notebooks failed (02_training not run: they read them)")
     assert "01_dataprep.py failed in cell" in message
@@ -80,6 +92,26 @@ def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
     assert statuses["02_training"]["reason"] == "needs 01_dataprep, which did not run"
     assert (book / "01_dataprep.ipynb").is_file()  # the last good page stays
     assert (book / "01_dataprep.failed.ipynb").is_file()
+
+
+def test_chapters_that_train_folds_are_sent_to_the_books_cluster():
+    """On a cluster, a chapter that declares ``scheduler`` gets the book's (and no local
+    cluster of its own), and records what a run on threads records; the others, and every
+    chapter without a cluster, get nothing."""
+    from emolib.book.cluster import engine_parameters
+    from emolib.book.runner import declared_parameters
+
+    address = "tcp://10.0.0.1:8786"
+    training = declared_parameters("02_training")
+    assert engine_parameters(training, {"epochs": 2}, address) == (
+        {"scheduler": address, "workers": None},
+        {"scheduler": training["scheduler"], "workers": training["workers"]})
+    assert engine_parameters(training, {"workers": None}, address)[1] == {
+        "scheduler": None, "workers": None}
+    assert engine_parameters(declared_parameters("01_dataprep"), {}, address) == ({}, {})
+    assert engine_parameters(training, {}, None) == ({}, {})
+    with pytest.raises(ValueError, match="not both"):
+        run_profile("smoke", build=False, workers=2, scheduler=address)
 
 
 def test_declared_needs_cover_every_stage_a_chapter_reads():

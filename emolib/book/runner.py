@@ -2,8 +2,9 @@
 
 Two stages, as in Project Pythia and NCAR CUPiD: papermill executes each jupytext notebook of
 ``notebooks/`` with a profile's parameters and writes the executed ``.ipynb`` into ``book/``;
-Jupyter Book only renders them (``execute_notebooks: off``). A failing notebook is named with
-its cell; the others still run, and the run exits non-zero with every failure.
+Jupyter Book only renders them (``execute_notebooks: off``). One notebook's execution is
+:func:`emolib.book.execute.execute_notebook`. A failing notebook is named with its cell; the
+others still run, and the run exits non-zero with every failure.
 
 Incremental: a notebook whose inputs are unchanged since its executed notebook was made is
 not run again (:mod:`emolib.book.incremental`; ``--force`` runs all); every failure is
@@ -11,20 +12,25 @@ collected before the run exits non-zero; the book's execution report says what r
 
 Concurrent (``--jobs N``): the chapters form a graph, each notebook's header naming the
 chapters it reads (``emolib: needs: [...]``, or ``all``); up to N run at the same time, each
-in its own kernel (so threads of this process suffice to drive them: the folds inside a
-chapter are what goes to Dask, :mod:`emolib.tasks`), one whose header says ``alone: true``
-with nothing beside it. A chapter that reads a failed one is not run.
+in its own kernel, one whose header says ``alone: true`` with nothing beside it. A chapter
+that reads a failed one is not run. The kernels are started by threads of this process, or,
+with ``--workers M`` (a local Dask cluster) or ``--scheduler ADDRESS`` (a running one), as
+tasks on :mod:`emolib.tasks`' engine, where the folds of the chapters that train them run
+too (:mod:`emolib.book.cluster`): one cluster, and one view of all its tasks (the dashboard
+where bokeh serves it; a terminal bar of every task, chapters and folds, in any case).
 
 Usage::
 
     python -m emolib.book --profile demo --jobs 2   # execute every notebook, build the book
     python -m emolib.book --profile smoke --no-build
+    python -m emolib.book --profile demo --jobs 2 --workers 2   # chapters and folds on Dask
     python -m emolib.book --profile demo --only 01_dataprep
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -35,10 +41,19 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import jupytext
-import nbformat
-import papermill as pm
 import yaml
+from tqdm.auto import tqdm
 
+from emolib.book.cluster import engine_parameters, submit_chapter
+from emolib.book.execute import (
+    BOOK_DIR,
+    NOTEBOOKS_DIR,
+    NotebookFailed,
+    execute_notebook,
+    present_parameters,
+    record_parameters,
+    to_ipynb,
+)
 from emolib.book.incremental import (
     cache_status,
     execution_inputs,
@@ -49,6 +64,7 @@ from emolib.book.incremental import (
 )
 from emolib.book.params import check_names, check_profile, parse_parameters
 from emolib.paths import REPO_ROOT
+from emolib.tasks import cluster_progress, engine
 
 __all__ = [
     "BOOK_DIR", "NOTEBOOKS_DIR", "NotebookFailed", "PROFILES_DIR", "build_book", "chapter_alone",
@@ -58,14 +74,7 @@ __all__ = [
     "stage_static_assets", "to_ipynb",
 ]
 
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-BOOK_DIR = REPO_ROOT / "book"
 PROFILES_DIR = REPO_ROOT / "profiles"
-KERNEL = "python3"
-
-
-class NotebookFailed(RuntimeError):
-    """A notebook raised; the message names the notebook and the cell."""
 
 
 def load_profile(profile: str | Path) -> dict:
@@ -112,180 +121,6 @@ def notebook_parameters(spec: dict, name: str) -> dict:
     check_names(own, known, f"profile {spec.get('name', '?')!r}: notebook {name}")
     common = {k: v for k, v in spec["common"].items() if k in known}
     return {**common, **own}
-
-
-def to_ipynb(source: Path) -> nbformat.NotebookNode:
-    """Read a jupytext ``.py`` notebook with the kernelspec papermill needs."""
-    nb = jupytext.read(source)
-    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3 (ipykernel)",
-                                 "language": "python"}
-    nb.metadata.setdefault("language_info", {"name": "python"})
-    return nb
-
-
-def execute_notebook(
-    name: str, parameters: dict, output_dir: Path = BOOK_DIR, progress: bool = True,
-    timeout: int | None = None,
-) -> Path:
-    """Execute ``notebooks/<name>.py`` with ``parameters`` into ``<output_dir>/<name>.ipynb``.
-
-    Papermill writes the notebook as it runs, cell after cell, into a hidden
-    ``.<name>.partial.ipynb``; only a notebook that ran to its end replaces ``<name>.ipynb``
-    (atomically). A killed or failed run therefore never leaves a half-executed notebook
-    where the book reads one: the earlier complete one, if any, stays. A failed run's
-    notebook, with its traceback, is kept as ``<name>.failed.ipynb``.
-
-    Raises
-    ------
-    NotebookFailed
-        If a cell raises, naming the notebook, the cell's number and the error.
-    """
-    source = NOTEBOOKS_DIR / f"{name}.py"
-    if not source.is_file():
-        raise FileNotFoundError(f"{source} does not exist")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    out = output_dir / f"{name}.ipynb"
-    partial = output_dir / f".{name}.partial.ipynb"
-    failed = output_dir / f"{name}.failed.ipynb"
-    tmp_in = output_dir / f".{name}.input.ipynb"
-    nbformat.write(to_ipynb(source), tmp_in)
-    try:
-        pm.execute_notebook(
-            str(tmp_in), str(partial), parameters=parameters, kernel_name=KERNEL,
-            progress_bar=progress, cwd=str(REPO_ROOT), execution_timeout=timeout,
-            # the kernel's own log (e.g. its warning about local TCP) stays out of the terminal
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
-    except pm.PapermillExecutionError as err:
-        partial.replace(failed)
-        raise NotebookFailed(
-            f"{source.relative_to(REPO_ROOT)} failed in cell {err.exec_count} "
-            f"(cell index {err.cell_index}): {err.ename}: {err.evalue}\n"
-            f"The executed notebook with the traceback is {failed}"
-        ) from None
-    except Exception:  # a dead kernel, a timeout: what ran is kept beside as well
-        if partial.exists():
-            partial.replace(failed)
-        raise
-    finally:
-        tmp_in.unlink(missing_ok=True)
-    effective = present_parameters(partial)
-    partial.replace(out)
-    failed.unlink(missing_ok=True)
-    record_parameters(name, effective)
-    return out
-
-
-def record_parameters(name: str, parameters: dict) -> Path | None:
-    """Write the parameters a notebook ran with to ``parameters.json`` in its stage folder
-    (``<data>/derived/<profile>/<name>/``), where the methods chapter reads them."""
-    from emolib.manifest import jsonable, write_json
-    from emolib.paths import get_derived_dir
-
-    if "profile" not in parameters:
-        return None
-    folder = get_derived_dir(name, str(parameters["profile"]), parameters.get("data_dir"))
-    return write_json(folder / "parameters.json", jsonable(parameters), indent=2)
-
-
-def _format_value(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _shown(name: str, value, data_dir):
-    """A parameter's value as the published book shows it (see :func:`present_parameters`)."""
-    from emolib.paths import display_value
-
-    return None if name == "data_dir" and isinstance(value, str) else display_value(value,
-                                                                                   data_dir)
-
-
-def _scrub_outputs(nb: nbformat.NotebookNode, data_dir) -> None:
-    """Machine paths in the outputs (warnings name source files, messages name folders)
-    replaced as :func:`emolib.paths.display_path` writes them: data folder first, then the
-    repository and its parent."""
-    from emolib.paths import display_roots
-
-    roots = display_roots(data_dir)
-
-    def scrub(text: str) -> str:
-        for root, short in roots:
-            text = text.replace(str(root), short)
-        return text
-
-    for cell in nb.cells:
-        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            if "text" in out:
-                out["text"] = scrub(out["text"])
-            for mime, value in out.get("data", {}).items():
-                if mime.startswith("text/") and isinstance(value, str):
-                    out["data"][mime] = scrub(value)
-            if "traceback" in out:
-                out["traceback"] = [scrub(line) for line in out["traceback"]]
-
-
-def present_parameters(path: Path) -> dict:
-    """Make an executed notebook read as a paper page.
-
-    Every code cell gets the ``hide-input`` tag: the reader sees prose, figures and tables,
-    the code one click away. A markdown cell after papermill's injected cell lists every
-    parameter this run used, marking those the profile changed (it stays visible). Absolute
-    paths among the injected parameters are shown as :func:`emolib.paths.display_path` does
-    and ``data_dir`` as None, in the summary and in the injected cell: the published page
-    holds no path of the machine that built it (the run's own values are returned, and
-    recorded by :func:`record_parameters`). Cells tagged ``colab`` (the install cell for
-    Colab) are removed from the book.
-    """
-    nb = nbformat.read(path, as_version=4)
-    defaults, injected, where = {}, {}, None
-    for i, cell in enumerate(nb.cells):
-        tags = cell.metadata.setdefault("tags", [])
-        if cell.cell_type != "code":
-            continue
-        if "colab" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
-        if not {"remove-cell", "remove-input", "hide-input"} & set(tags):
-            tags.append("hide-input")
-        for tag, store in (("parameters", defaults), ("injected-parameters", injected)):
-            if tag in tags:
-                store.update(parse_parameters(cell.source))
-                if tag == "injected-parameters":
-                    where = i
-    effective = {**defaults, **injected}
-    if where is None:
-        nbformat.write(nb, path)
-        return effective
-    # machine paths are not published: the book shows them as display_path does, and the
-    # data folder as None (a reader's own, for Run All in a launched copy)
-    data_dir = effective.get("data_dir")
-    shown = {k: _shown(k, v, data_dir) for k, v in effective.items()}
-    # in the injected cell a machine path becomes None (the default: the reader's own data
-    # folder, or what make data fetched), so that Run All works in a launched copy
-    nb.cells[where].source = "# Parameters\n" + "".join(
-        f"{k} = {v!r}\n" if shown[k] == v else
-        f"{k} = None  # this run's: {shown[k] if k != 'data_dir' else 'its data folder'}\n"
-        for k, v in injected.items())
-    _scrub_outputs(nb, data_dir)
-    papermill = nb.metadata.get("papermill", {})
-    for key in ("input_path", "output_path"):  # the build machine's temporary files
-        papermill.pop(key, None)
-    if "parameters" in papermill:
-        papermill["parameters"] = {k: _shown(k, v, data_dir)
-                                   for k, v in papermill["parameters"].items()}
-    items = [f"`{k} = {_format_value(shown[k])}`" + (" *(profile)*" if k in injected and
-                                                      injected[k] != defaults.get(k) else "")
-             for k in effective]
-    text = ("**Parameters of this run** (*(profile)* marks values the run profile set; the "
-            "code of both parameter cells is one click away above):\n\n" +
-            "\n".join(f"- {item}" for item in items))
-    summary = nbformat.v4.new_markdown_cell(text)
-    summary.metadata["tags"] = ["parameters-summary"]
-    if not (where + 1 < len(nb.cells) and "parameters-summary" in
-            nb.cells[where + 1].metadata.get("tags", [])):
-        nb.cells.insert(where + 1, summary)
-    nbformat.write(nb, path)
-    return effective
 
 
 def stage_static_assets(book_dir: Path = BOOK_DIR) -> None:
@@ -392,13 +227,18 @@ def chapter_alone(name: str) -> bool:
 
 def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
                 progress: bool = True, force: bool = False,
-                book_dir: Path = BOOK_DIR, jobs: int = 1) -> dict[str, dict]:
+                book_dir: Path = BOOK_DIR, jobs: int = 1, workers: int | None = None,
+                scheduler: str | None = None) -> dict[str, dict]:
     """Execute the notebooks of a profile as a graph of chapters, then build the book.
 
     A chapter runs once the chapters it reads (:func:`chapter_needs`) have run or were
     cached; up to ``jobs`` chapters run at the same time (each in its own kernel), except
     one that must run alone (:func:`chapter_alone`). With ``jobs=1`` they run one after
-    another in the profile's order.
+    another in the profile's order. With ``workers`` (a local Dask cluster of that many
+    processes, started for the run) or ``scheduler`` (the address of a running one), each
+    chapter's execution is a task on that cluster, and the chapters that train folds there
+    are given its address (:mod:`emolib.book.cluster`); ``jobs`` still bounds the chapters
+    at once. Otherwise threads of this process drive the kernels.
 
     A notebook whose source, parameters, package code and upstream manifests are those of
     its executed notebook's record is not run again (``cached``; ``force`` runs it anyway):
@@ -427,13 +267,16 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
     lock = threading.Lock()
 
     def say(line: str) -> None:  # one write per line: lines of concurrent chapters stay whole
-        with lock:
-            sys.stdout.write(line + "\n")
+        with lock:  # (above the bar of the cluster's tasks, when there is one)
+            tqdm.write(line, file=sys.stdout)
             sys.stdout.flush()
 
     def run_one(i: int, name: str) -> tuple[dict, str | None]:
         params = notebook_parameters(spec, name)
         inputs = execution_inputs(name, params, needs[name], NOTEBOOKS_DIR, package)
+        address = client.scheduler.address if client is not None else None
+        on_engine, recorded_as = engine_parameters(declared_parameters(name), params, address)
+        params = {**params, **on_engine}
         fresh, why = (False, "--force") if force else cache_status(
             book_dir / f"{name}.ipynb", inputs)
         head = f"[{i}/{len(names)}] {name} (profile {spec['name']})"
@@ -443,7 +286,8 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
         say(f"{head}: running ({why})")
         t0 = time.perf_counter()
         try:
-            out = execute_notebook(name, params, output_dir=book_dir, progress=bars)
+            out = execute_notebook(name, params, output_dir=book_dir, progress=bars) \
+                if client is None else submit_chapter(client, name, params, book_dir, recorded_as)
         except Exception as err:  # NotebookFailed, or a dead kernel, a timeout: collected
             say(f"{head}: FAILED after {time.perf_counter() - t0:.0f} s")
             text = str(err) if isinstance(err, NotebookFailed) else (
@@ -467,7 +311,11 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
 
     pending = list(names)
     running: dict = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(engine(workers, scheduler, progress=progress))
+        if client is not None:  # one bar of every task on the cluster: chapters and folds
+            stack.enter_context(cluster_progress(client, progress=progress, interval=2.0))
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=jobs))
         while pending or running:
             skipped_any = False
             for name in list(pending):
@@ -528,13 +376,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="chapters run at the same time, each once those it reads are "
                              "done (default 1: one after another)")
+    engine_args = parser.add_mutually_exclusive_group()
+    engine_args.add_argument("--workers", type=int,
+                             help="run the chapters, and the folds they train, as tasks on "
+                                  "a local Dask cluster of this many processes")
+    engine_args.add_argument("--scheduler",
+                             help="run them on the running Dask scheduler at this address "
+                                  "(e.g. a Slurm cluster's, through dask-jobqueue)")
     args = parser.parse_args(argv)
     try:
         if args.build_only:
             build_book()
         else:
             run_profile(args.profile, args.only, build=not args.no_build,
-                        progress=not args.no_progress, force=args.force, jobs=args.jobs)
+                        progress=not args.no_progress, force=args.force, jobs=args.jobs,
+                        workers=args.workers, scheduler=args.scheduler)
     except NotebookFailed as err:
         print(f"\nFAILED: {err}", file=sys.stderr)
         return 1

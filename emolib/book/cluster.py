@@ -1,0 +1,76 @@
+"""The book's chapters as tasks on a Dask cluster, beside the folds they train.
+
+``python -m emolib.book --workers N`` (a local cluster started for the run) or
+``--scheduler tcp://host:8786`` (one that runs already: a lab's Slurm allocation through
+``dask-jobqueue``, :func:`emolib.tasks.slurm_job_script`) makes each chapter's execution one
+task of :mod:`emolib.tasks`' engine, and gives the chapters that train folds on a cluster (a
+``scheduler`` parameter: 02) the same scheduler, so that the folds are tasks there too: one
+cluster, one dashboard for everything the book runs.
+
+A chapter task only waits for its kernel (papermill starts one as a process on the worker's
+machine), so it leaves its worker's slot to the folds (:func:`emolib.tasks.leave_worker_slot`):
+a chapter never holds the slot its own folds need. Its kernel computes with the driver's
+BLAS/OpenMP thread settings, not the worker's share of the cores, so a chapter's numbers do
+not depend on where it ran (``tests/test_runner.py`` compares them with a run on this
+process's threads). On a real cluster the workers must see the repository and the data folder
+at the same paths as the driver (a shared file system), as they do for the folds.
+
+Where a chapter ran stays out of what it is cached and recorded by: it is not an input of
+what it computed (the folds give the same numbers on any engine: ``tests/test_tasks.py``), so
+a chapter run on a cluster is reused by a run on threads, and its stage's ``parameters.json``
+(which the later chapters' cache keys and the methods chapter read) holds the values a run on
+threads would have recorded, not the scheduler's address. The executed page itself says
+where it ran (its parameters list shows the address).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["engine_parameters", "run_chapter", "submit_chapter"]
+
+
+def engine_parameters(declared: dict, parameters: dict,
+                      address: str | None) -> tuple[dict, dict]:
+    """For a chapter that declares ``declared`` (its parameters cell's defaults) and is run
+    with ``parameters`` (the profile's), on the cluster whose scheduler is at ``address``:
+    the parameters that send its own tasks there, and the values its stage records for them
+    instead (those a run on threads records). Both ``{}`` for a chapter that submits no
+    tasks (declares no ``scheduler``) or without a cluster. The book's cluster takes the
+    place of one the profile names for the chapter."""
+    if address is None or "scheduler" not in declared:
+        return {}, {}
+    given = {"scheduler": address, **({"workers": None} if "workers" in declared else {})}
+    return given, {k: parameters.get(k, declared[k]) for k in given}
+
+
+def run_chapter(name: str, parameters: dict, book_dir: str, thread_env: dict,
+                recorded_as: dict, progress: bool = False) -> str:
+    """The task: execute chapter ``name`` (:func:`emolib.book.execute.execute_notebook`) into
+    ``book_dir`` on this worker, with ``thread_env`` (the driver's thread settings) for its
+    kernel, having left the worker's slot to other tasks; ``recorded_as``: the parameter
+    values its stage records instead of the engine's. Returns the executed notebook's
+    path."""
+    from emolib.book.execute import execute_notebook
+    from emolib.tasks import leave_worker_slot, set_thread_environment
+
+    leave_worker_slot()
+    set_thread_environment(thread_env)
+    return str(execute_notebook(name, parameters, output_dir=Path(book_dir), progress=progress,
+                                recorded_as=recorded_as))
+
+
+def submit_chapter(client, name: str, parameters: dict, book_dir: Path,
+                   recorded_as: dict | None = None) -> Path:
+    """Run chapter ``name`` as a task on ``client``'s cluster and wait for it; its errors
+    (:class:`emolib.book.execute.NotebookFailed` naming the cell) are raised here. A task
+    whose worker died is run again from the start by Dask (the executed notebook replaces
+    the book's only once complete)."""
+    from emolib.tasks import task_key, thread_environment
+
+    future = client.submit(run_chapter, name, parameters, str(book_dir), thread_environment(),
+                           recorded_as or {}, key=task_key(f"chapter-{name}"), pure=False)
+    try:
+        return Path(future.result())
+    finally:
+        future.release()
