@@ -85,6 +85,7 @@ from emolib.decoding import (
     summarize_decoding,
 )
 from emolib.forrest import (
+    as_offsets,
     assert_no_leak,
     gather_windows,
     load_prepared,
@@ -99,18 +100,19 @@ from emolib.plots import configure_plotly, plot_leakage, plot_null, plot_tempora
 from emolib.synthetic import find_truth, planted_profile
 
 configure_plotly()
-window = [int(o) for o in window]
+window = list(as_offsets(window))  # checked: whole, consecutive volume offsets
 source = load_prepared(get_derived_dir("01_dataprep", profile, data_dir, create=False))
 out_root = get_derived_dir("09_spacetime", profile, data_dir)
 # the data-preparation chapter's inputs and parameters, with every volume a window needs
 prepared = prepare_variant(source, out_root / "prep", window=window, progress=progress)
 samples, ids, rows, span = decoding_samples(prepared, window, span_s=leak_span_s)
+tr = float(prepared.manifest["parameters"]["timing"]["tr"])  # the data's repetition time
 shape = prepared.volumes.shape[1:]
 n_classes = len(prepared.classes)
 display(Markdown(
     f"**Data.** {len(samples)} labelled moments of {samples['subject'].nunique()} subjects "
     f"with a whole window of {len(window)} volumes (offsets {window[0]:+d} to {window[-1]:+d}, "
-    f"{len(window) * 2:g} s; {int(prepared.samples['selected'].sum()) - len(samples)} at a run's "
+    f"{len(window) * tr:g} s; {int(prepared.samples['selected'].sum()) - len(samples)} at a run's "
     f"edge dropped), grid {shape}, classes {', '.join(prepared.classes)}; "
     f"{len(prepared.samples)} volumes cached in `{display_path(prepared.folder, data_dir)}` "
     f"({len(source.samples)} in the data-preparation chapter's cache). "
@@ -277,7 +279,7 @@ planted = None
 if truth is not None:
     planted = np.nanmean(planted_profile(truth, prepared.samples, test_rows, targets,
                                          prepared.classes), axis=0)
-fig = plot_temporal_profiles(window, profiles, planted,
+fig = plot_temporal_profiles(window, profiles, planted, tr=tr,
                              title=f"When the networks look ({len(test)} held-out windows)")
 plt.show()
 peaks = {name: window[int(np.nanargmax(prof))] for name, prof in profiles.items()}

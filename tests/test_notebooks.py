@@ -178,11 +178,12 @@ def test_methods_text_names_the_window_networks():
 
     assert "has not run" in describe_windows({})
 
-    def manifest(window, architecture="cnn", kernel=None):
+    def manifest(window, architecture="cnn", kernel=None, leak=24.5):  # a TR of 1.5 s
         return {"parameters": {"kind": "run", "span_s": 20.0, "window": window,
                                "sample_window": [-1, 0, 1, 2],
                                "config": {"architecture": architecture,
-                                          "temporal_kernel": kernel}}}
+                                          "temporal_kernel": kernel}},
+                "outputs": {"leak_span_s": leak}}
 
     runs = {"09_spacetime": {"parameters": {}, "manifests": {
         "prep": {"parameters": {"window": [-1, 0, 1, 2]}},
@@ -191,4 +192,9 @@ def test_methods_text_names_the_window_networks():
     text = describe_windows(runs)
     assert "windows of 4 consecutive volumes" in text and "offsets -1 to +2" in text
     assert "single-volume CNN" in text and "input channels" in text
-    assert "a 2-volume temporal convolution" in text and "(20 s + 6 s)" in text
+    assert "a 2-volume temporal convolution" in text and "(20 s + 4.5 s)" in text
+    # a manifest from before the span was recorded: no figure the data did not give
+    old = {k: {"parameters": m["parameters"]} for k, m in
+           runs["09_spacetime"]["manifests"].items()}
+    text = describe_windows({"09_spacetime": {"parameters": {}, "manifests": old}})
+    assert "(20 s plus the window's length)" in text

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from emolib.forrest import (
+    as_offsets,
     assert_no_leak,
     find_leaks,
     gather_windows,
@@ -68,6 +69,16 @@ def test_windows_need_their_neighbours_in_the_cache():
 def test_bad_offsets_are_refused(offsets):
     with pytest.raises(ValueError, match="offsets"):
         window_samples(_table(), offsets=offsets)
+    with pytest.raises(ValueError, match="offsets"):
+        as_offsets(offsets)
+
+
+def test_offsets_from_a_profile_become_integers():
+    """What a YAML profile or papermill hands over (floats, a list, numpy integers) is the
+    same window; one conversion serves the chapter, the preparation and the decoding."""
+    assert as_offsets([-1.0, 0, 1, 2]) == (-1, 0, 1, 2)
+    assert as_offsets(np.arange(0, 3)) == (0, 1, 2)
+    assert all(type(o) is int for o in as_offsets(np.arange(2)))
 
 
 def test_gathered_windows_are_the_cached_volumes_in_offset_order():

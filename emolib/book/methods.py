@@ -191,6 +191,10 @@ def describe_windows(runs: dict) -> str:
             nets.append(f"the factorised (2+1)D `SpaceTimeCNN` (a {k}-volume temporal "
                         "convolution after the first spatial one)")
     span = p.get("span_s", 20.0)
+    # the span the decoding's leakage guards used (its manifest's, so the TR is the data's)
+    leak = next(iter(decodings.values())).get("outputs", {}).get("leak_span_s")
+    widened = (f"{span:g} s + {leak - span:g} s" if leak is not None
+               else f"{span:g} s plus the window's length")
     nets_text = "; ".join(nets)
     nets_text = nets_text[:1].upper() + nets_text[1:]
     offsets = f"offsets {window[0]:+d} to {window[-1]:+d}" if window else "single volumes"
@@ -199,8 +203,8 @@ def describe_windows(runs: dict) -> str:
             f"run's edge were dropped), from the data-preparation inputs and parameters with "
             f"those neighbours cached. {nets_text} were trained with the "
             f"decoding recipe above on the same samples in the same folds "
-            f"({p['kind']} split), the leakage span widened to the window ({span:g} s + "
-            f"{(len(window) - 1) * 2 if window else 0:g} s); same intervals and null. "
+            f"({p['kind']} split), the leakage span widened to the window ({widened}); "
+            f"same intervals and null. "
             f"Temporal importance: each volume of held-out windows blanked in turn "
             f"(space-time occlusion, equal to Captum's on 4-D input).")
 

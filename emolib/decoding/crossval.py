@@ -62,7 +62,7 @@ from emolib.forrest.dataprep import PreparedData, load_prepared, prepare_dataset
 from emolib.forrest.leaks import HRF_SPAN_S, assert_no_leak
 from emolib.forrest.splits import make_splits, removal_table
 from emolib.forrest.timing import RunTiming
-from emolib.forrest.windows import gather_windows, window_samples
+from emolib.forrest.windows import as_offsets, gather_windows, window_samples
 from emolib.manifest import (
     fingerprint,
     reuse_status,
@@ -126,7 +126,7 @@ _STATUS_TEXT = {"reuse": "reused (same inputs)", "resume": "resuming (same input
 
 
 def _window(offsets) -> list[int] | None:
-    return None if offsets is None else [int(o) for o in offsets]
+    return None if offsets is None else list(as_offsets(offsets))
 
 
 def decoding_samples(prepared: PreparedData, window=None, sample_window=None,
@@ -366,6 +366,8 @@ def run_decoding(
                                    "sample_window": _window(sample_window),
                                    "dataprep": str(prepared.folder)},
                    outputs={"classes": classes, "n_folds": len(splits),
+                            # the span the leakage guards used: span_s + a window's length
+                            "leak_span_s": float(leak_span),
                             "n_predictions": int((predictions["model"] == "cnn").sum()),
                             "folds": reuse_rows})
     return DecodingResult(folder, predictions, history, fold_table, classes, kind,

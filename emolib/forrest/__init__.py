@@ -41,6 +41,7 @@ from emolib.forrest.timing import STUDYFORREST, RunTiming, label_volumes
 from emolib.forrest.variants import prepare_variant
 from emolib.forrest.windows import (
     WindowedSamples,
+    as_offsets,
     gather_windows,
     window_cache_bytes,
     window_samples,
@@ -56,7 +57,7 @@ __all__ = [
     "label_volumes", "leak_table", "load_atlas",
     "load_prepared", "make_rois", "make_splits", "masks_from_labels", "parcellate_mask",
     "prepare_dataset", "prepare_variant", "removal_table", "select_classes", "summarize_inputs",
-    "WindowedSamples", "gather_windows", "window_cache_bytes", "window_samples",
+    "WindowedSamples", "as_offsets", "gather_windows", "window_cache_bytes", "window_samples",
     "window_support",
     "zscore_volumes", "zscore_voxels",
 ]

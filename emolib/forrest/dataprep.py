@@ -54,7 +54,7 @@ from emolib.errors import InputDataError
 from emolib.forrest.labels import consensus_labels, select_classes
 from emolib.forrest.standardize import zscore_volumes, zscore_voxels
 from emolib.forrest.timing import STUDYFORREST, RunTiming, label_volumes
-from emolib.forrest.windows import window_support
+from emolib.forrest.windows import as_offsets, window_support
 from emolib.io.annotations import read_observers
 from emolib.io.bids import (
     affine_shift_mm,
@@ -341,7 +341,7 @@ def prepare_dataset(
         "timing": {"starts": timing.starts, "n_volumes": timing.n_volumes, "tr": timing.tr},
         "label_mode": label_mode, "min_observers": min_observers, "hrf_lag": hrf_lag,
         "min_count": min_count, "n_per_class": n_per_class, "classes": classes, "keep": keep,
-        "window": None if window is None else [int(o) for o in window],
+        "window": None if window is None else list(as_offsets(window)),
         "mask": None if mask is None else str(mask), "standardize": standardize,
         "smoothing_fwhm": smoothing_fwhm, "high_pass": high_pass, "expected_tr": expected_tr,
         "layout": layout, "entities": entities, "affine_tolerance": affine_tolerance,

@@ -31,8 +31,8 @@ import pandas as pd
 
 from emolib.forrest.leaks import HRF_SPAN_S
 
-__all__ = ["WindowedSamples", "gather_windows", "window_cache_bytes", "window_samples",
-           "window_support"]
+__all__ = ["WindowedSamples", "as_offsets", "gather_windows", "window_cache_bytes",
+           "window_samples", "window_support"]
 
 
 @dataclass
@@ -64,7 +64,10 @@ class WindowedSamples:
     dropped: int
 
 
-def _check_offsets(offsets) -> tuple[int, ...]:
+def as_offsets(offsets) -> tuple[int, ...]:
+    """A window's volume offsets (relative to its labelled volume) as integers, checked: at
+    least one, whole numbers, consecutive and increasing (``[-1, 0, 1, 2]``; ``[0.0, 1.0]`` from
+    a YAML profile is ``(0, 1)``). Raises ValueError naming what is wrong."""
     try:
         out = tuple(int(o) for o in offsets)
     except (TypeError, ValueError):
@@ -98,7 +101,7 @@ def window_support(table: pd.DataFrame, centres: np.ndarray, offsets) -> np.ndar
         centres themselves when 0 is an offset); windows cut by a run's edge keep what lies
         inside the run.
     """
-    offsets = _check_offsets(offsets)
+    offsets = as_offsets(offsets)
     centres = np.asarray(centres, dtype=bool)
     if centres.shape != (len(table),):
         raise ValueError(f"centres must flag each of the {len(table)} rows, got shape "
@@ -137,8 +140,8 @@ def window_samples(samples: pd.DataFrame, offsets=(0, 1, 2, 3), tr: float = 2.0,
     -------
     WindowedSamples
     """
-    offsets = _check_offsets(offsets)
-    support = offsets if sample_window is None else _check_offsets(sample_window)
+    offsets = as_offsets(offsets)
+    support = offsets if sample_window is None else as_offsets(sample_window)
     first, last = min(offsets[0], support[0]), max(offsets[-1], support[-1])
     needed = {"subject", "run", "volume", "movie_time", "selected"}
     missing = needed - set(samples.columns)
