@@ -36,7 +36,9 @@ the full volume at the last thread count (``--full-volumes N`` volumes in one ca
 original's selection of 50 volumes, measured with ``--full-volumes 50``, else extrapolated).
 
 Run ``python benchmarks/bench_occlusion.py`` (about 5 minutes on 2 CPU cores) or with
-``--small`` (32 windows, no full-volume run) for a quick check.
+``--small`` (32 windows, no full-volume run) for a quick check; ``--shape X Y Z`` puts the same
+central box of windows in a volume of another grid (the smoke book's 40 x 40 x 20: it checks
+that the script runs, its ratios are not the issue's job).
 """
 
 from __future__ import annotations
@@ -63,17 +65,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed calls of each (best kept)")
     parser.add_argument("--full-volumes", type=int, default=1,
                         help="full volumes occluded at the end (50: the original's selection)")
+    parser.add_argument("--shape", type=int, nargs=3, default=(80, 80, 35),
+                        help="volume grid (default the real 80 x 80 x 35; smaller only to "
+                             "check that the script runs: its ratios are not the issue's)")
     args = parser.parse_args()
 
     patch, stride, target, bs = (2, 2, 2), (2, 2, 2), 0, args.batch_size
-    if args.small:
-        region = (slice(36, 44), slice(36, 44), slice(16, 20))  # 4 x 4 x 2 windows
-    else:
-        region = (slice(32, 48), slice(32, 48), slice(16, 20))  # 8 x 8 x 2 windows
-    warm_region = (slice(36, 44), slice(36, 44), slice(16, 18))  # 16 windows: one batch
-    model = seeded_cnn(5, (80, 80, 35), seed=0)
+    shape = tuple(args.shape)
+    if min(shape[:2]) < 16 or shape[2] < 6:
+        parser.error(f"--shape {shape}: at least 16 x 16 x 6 (the box of windows must fit)")
+    cx, cy, cz = (n // 2 for n in shape)  # the box is central: (40, 40, 17) at 80 x 80 x 35
+    half = 4 if args.small else 8  # 4 x 4 x 2 windows (--small) or 8 x 8 x 2
+    region = (slice(cx - half, cx + half), slice(cy - half, cy + half), slice(cz - 1, cz + 3))
+    warm_region = (slice(cx - 4, cx + 4), slice(cy - 4, cy + 4), slice(cz - 1, cz + 1))  # 16
+    model = seeded_cnn(5, shape, seed=0)
     captum_model = copy.deepcopy(model).to(memory_format=torch.channels_last_3d)
-    volume = smooth_volume((80, 80, 35), seed=1)
+    volume = smooth_volume(shape, seed=1)
 
     def run(engine: str, box) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
@@ -86,8 +93,9 @@ def main() -> None:
             out = res.maps[0][box]
         return out, time.perf_counter() - t0
 
-    n_win = int(np.prod([len(s) for s in window_starts((80, 80, 35), patch, stride, region)]))
-    print(f"torch {torch.__version__}, device cpu; job: 80x80x35 volume, patch {patch}, "
+    n_win = int(np.prod([len(s) for s in window_starts(shape, patch, stride, region)]))
+    grid = "x".join(map(str, shape))
+    print(f"torch {torch.__version__}, device cpu; job: {grid} volume, patch {patch}, "
           f"stride {stride}, {n_win} windows (region {[(s.start, s.stop) for s in region]}), "
           f"batch {bs}, best of {args.repeats} after one warm-up call each")  # fmt: skip
     for threads in args.threads:
@@ -116,7 +124,7 @@ def main() -> None:
 
     if not args.small:
         n_vol = args.full_volumes
-        volumes = torch.cat([smooth_volume((80, 80, 35), seed=1 + i) for i in range(n_vol)])
+        volumes = torch.cat([smooth_volume(shape, seed=1 + i) for i in range(n_vol)])
         t0 = time.perf_counter()
         full = occlusion_map(model, volumes, target, patch, stride, batch_size=bs, progress=False)
         t_full = time.perf_counter() - t0

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["ClusterProgress", "cluster_progress", "dashboard_link", "engine", "have_dask",
-           "leave_worker_slot", "local_cluster", "run_tasks", "set_thread_environment",
+           "leave_worker_slot", "local_cluster", "run_tasks",
            "slurm_job_script", "task_key", "thread_environment", "threads_per_task",
            "worker_index"]
 
@@ -95,30 +95,11 @@ def _in_worker() -> bool:
 
 def thread_environment() -> dict[str, str | None]:
     """This process's BLAS and OpenMP thread settings (the variables a local cluster sets in
-    its workers' environment; None for one not set), to hand to a task that starts
-    processes of its own (see :func:`set_thread_environment`)."""
+    its workers' environment; None for one not set), to hand to a task that starts a process
+    which should compute as it would have here (the book's chapters give them to their
+    kernel: the Popen environment of that process only, never the worker's own, which its
+    torch reads when it first computes)."""
     return {var: os.environ.get(var) for var in _THREAD_VARS}
-
-
-_ENV_LOCK = threading.Lock()
-
-
-def set_thread_environment(values: dict[str, str | None]) -> None:
-    """Give the processes this process starts from now on the thread settings ``values``
-    (from :func:`thread_environment` in the driver). A local cluster's workers run with
-    their share of the cores (:func:`threads_per_task`); a task that starts a kernel that
-    should compute as it would have on the driver (a notebook: a chapter of the book) sets
-    this first. It changes this process's environment for good, which in a worker only
-    matters to the processes it starts."""
-    unknown = set(values) - set(_THREAD_VARS)
-    if unknown:
-        raise ValueError(f"not thread settings: {sorted(unknown)}")
-    with _ENV_LOCK:
-        for var, value in values.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = str(value)
 
 
 @contextlib.contextmanager
@@ -160,16 +141,16 @@ def _tally_plugin(name: str):
     class TaskTally(SchedulerPlugin):
         def __init__(self):
             self.name = name
-            self.counts = {"submitted": 0, "done": 0, "failed": 0, "running": 0}
+            self.counts = {"submitted": 0, "done": 0, "failed": 0, "processing": 0}
 
         def update_graph(self, scheduler, *, tasks=(), **kwargs):
             self.counts["submitted"] += len(tasks)
 
         def transition(self, key, start, finish, *args, **kwargs):
             if finish == "processing":
-                self.counts["running"] += 1
+                self.counts["processing"] += 1
             if start == "processing":
-                self.counts["running"] -= 1
+                self.counts["processing"] -= 1
             if start == "processing" and finish == "memory":
                 self.counts["done"] += 1
             elif finish == "erred":
@@ -185,7 +166,8 @@ class ClusterProgress:
         self._client, self._name = client, name
 
     def counts(self) -> dict[str, int]:
-        """``{"submitted", "done", "failed", "running"}``: tasks since the tally began."""
+        """``{"submitted", "done", "failed", "processing"}``: tasks since the tally began
+        (processing: on a worker, running or queued there, as Dask counts them)."""
         name = self._name
         return self._client.run_on_scheduler(
             lambda dask_scheduler: dict(dask_scheduler.plugins[name].counts))
@@ -197,7 +179,7 @@ def cluster_progress(client, desc: str = "tasks on the cluster", progress: bool 
     """One terminal bar of every task the cluster runs while the block runs: those this
     process submits and those others submit to the same scheduler (a chapter's kernel
     submitting its folds): those that ended (finished or failed) out of those submitted, with
-    the running and the failed ones.
+    those on workers (processing) and the failed ones.
 
     The tally is a scheduler plugin (removed at the end); the bar is redrawn every
     ``interval`` seconds from a thread of this process (``progress=False``: no bar, the tally
@@ -218,7 +200,7 @@ def cluster_progress(client, desc: str = "tasks on the cluster", progress: bool 
             return
         bar.total = counts["submitted"]
         bar.n = counts["done"] + counts["failed"]
-        bar.set_postfix(running=counts["running"], failed=counts["failed"], refresh=False)
+        bar.set_postfix(processing=counts["processing"], failed=counts["failed"], refresh=False)
         bar.refresh()
 
     def loop() -> None:

@@ -37,9 +37,13 @@ def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
     the notebook again, naming the change; a run on a Dask cluster gives the same outputs and
     cache; failures are all collected before the runner exits (from the cluster's workers
     too), and the execution report says what happened to each chapter."""
+    import os
     import time
 
+    from distributed import Client
+
     from emolib.book.incremental import write_execution_report
+    from emolib.tasks import local_cluster, threads_per_task
 
     book, data = tmp_path / "book", tmp_path / "data"
     own = dict(SMOKE["notebooks"]["01_dataprep"])
@@ -75,13 +79,17 @@ def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
     report = write_execution_report(book, ["01_dataprep", "02_training"]).read_text()
     assert "| {doc}`01_dataprep` | run |" in report and "| 02_training | - |" in report
     # 01 fails, 02 reads it and is not run, 05 reads neither and fails on its own; two
-    # chapters at a time, as tasks on a Dask cluster: both failures collected from the
-    # workers, the skipped one named, the book not built
+    # chapters at a time, as tasks on a running Dask scheduler: both failures collected from
+    # the workers, the skipped one named, the book not built; the workers' own thread
+    # settings (which their torch, the folds', reads) untouched by the kernels they started
     write({"01_dataprep": {**own, "source": "no-such-source"},
            "02_training": {"split": "nope"}, "05_bold5000": {"source": "nope"}})
-    with pytest.raises(NotebookFailed) as err:
-        run_profile(str(profile), build=False, progress=False, book_dir=book, jobs=2,
-                    workers=2)
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        with pytest.raises(NotebookFailed) as err:
+            run_profile(str(profile), build=False, progress=False, book_dir=book, jobs=2,
+                        scheduler=cluster.scheduler_address)
+        envs = client.run(lambda: os.environ.get("OMP_NUM_THREADS"))
+    assert list(envs.values()) == [str(threads_per_task(2))] * 2
     message = str(err.value)
     assert message.startswith("2 of 3 notebooks failed (02_training not run: they read them)")
     assert "01_dataprep.py failed in cell" in message
@@ -92,6 +100,27 @@ def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
     assert statuses["02_training"]["reason"] == "needs 01_dataprep, which did not run"
     assert (book / "01_dataprep.ipynb").is_file()  # the last good page stays
     assert (book / "01_dataprep.failed.ipynb").is_file()
+
+
+def test_a_kernel_gets_its_own_environment_and_this_process_keeps_its(tmp_path, monkeypatch):
+    """``kernel_env`` (a chapter on a Dask worker: the driver's thread settings) reaches the
+    kernel, set or removed, and only the kernel: the process that started it (a worker whose
+    torch the folds use) keeps its own settings."""
+    import os
+
+    import emolib.book.execute as execute
+
+    (tmp_path / "00_env.py").write_text(
+        "# %%\nimport os\nprint('OMP', os.environ.get('OMP_NUM_THREADS'),"
+        " 'MKL', os.environ.get('MKL_NUM_THREADS'))\n")
+    monkeypatch.setattr(execute, "NOTEBOOKS_DIR", tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    out = execute.execute_notebook("00_env", {}, output_dir=tmp_path / "book", progress=False,
+                                   kernel_env={"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": None})
+    printed = nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"]
+    assert printed.strip() == "OMP 3 MKL None"
+    assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
 
 
 def test_chapters_that_train_folds_are_sent_to_the_books_cluster():

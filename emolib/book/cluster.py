@@ -5,14 +5,18 @@
 ``dask-jobqueue``, :func:`emolib.tasks.slurm_job_script`) makes each chapter's execution one
 task of :mod:`emolib.tasks`' engine, and gives the chapters that train folds on a cluster (a
 ``scheduler`` parameter: 02) the same scheduler, so that the folds are tasks there too: one
-cluster, one dashboard for everything the book runs.
+cluster, and one view of everything the book runs (a terminal bar; the dashboard if served).
 
 A chapter task only waits for its kernel (papermill starts one as a process on the worker's
 machine), so it leaves its worker's slot to the folds (:func:`emolib.tasks.leave_worker_slot`):
-a chapter never holds the slot its own folds need. Its kernel computes with the driver's
-BLAS/OpenMP thread settings, not the worker's share of the cores, so a chapter's numbers do
-not depend on where it ran (``tests/test_runner.py`` compares them with a run on this
-process's threads). On a real cluster the workers must see the repository and the data folder
+a chapter never holds the slot its own folds need. It needs a free slot to *start*, though: on
+a cluster whose every worker trains a fold, a chapter that could run beside them (09 while 02
+trains) waits for the first of those folds to end (its priority puts it ahead of the queued
+ones). On a 2-core machine the thread runner therefore overlaps chapters better; the cluster
+pays where it has slots to spare. Its kernel computes with the driver's BLAS/OpenMP thread
+settings, not the worker's share of the cores, so a chapter's numbers do not depend on where
+it ran (``tests/test_runner.py`` compares them with a run on this process's threads).
+On a real cluster the workers must see the repository and the data folder
 at the same paths as the driver (a shared file system), as they do for the folds.
 
 Where a chapter ran stays out of what it is cached and recorded by: it is not an input of
@@ -27,7 +31,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["engine_parameters", "run_chapter", "submit_chapter"]
+__all__ = ["CHAPTER_PRIORITY", "engine_parameters", "run_chapter", "submit_chapter"]
+
+#: Dask priority of a chapter's task: above the folds' (0), so that a chapter starts as soon as
+#: a slot frees, not behind every fold already queued.
+CHAPTER_PRIORITY = 10
 
 
 def engine_parameters(declared: dict, parameters: dict,
@@ -52,12 +60,12 @@ def run_chapter(name: str, parameters: dict, book_dir: str, thread_env: dict,
     values its stage records instead of the engine's. Returns the executed notebook's
     path."""
     from emolib.book.execute import execute_notebook
-    from emolib.tasks import leave_worker_slot, set_thread_environment
+    from emolib.tasks import leave_worker_slot
 
     leave_worker_slot()
-    set_thread_environment(thread_env)
+    # for the kernel only: torch in this worker, which the folds use, keeps its own threads
     return str(execute_notebook(name, parameters, output_dir=Path(book_dir), progress=progress,
-                                recorded_as=recorded_as))
+                                recorded_as=recorded_as, kernel_env=thread_env))
 
 
 def submit_chapter(client, name: str, parameters: dict, book_dir: Path,
@@ -68,8 +76,10 @@ def submit_chapter(client, name: str, parameters: dict, book_dir: Path,
     the book's only once complete)."""
     from emolib.tasks import task_key, thread_environment
 
+    # ahead of queued folds: a chapter waits for a free slot only until a running task ends
     future = client.submit(run_chapter, name, parameters, str(book_dir), thread_environment(),
-                           recorded_as or {}, key=task_key(f"chapter-{name}"), pure=False)
+                           recorded_as or {}, key=task_key(f"chapter-{name}"), pure=False,
+                           priority=CHAPTER_PRIORITY)
     try:
         return Path(future.result())
     finally:

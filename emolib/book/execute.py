@@ -10,6 +10,7 @@ page.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jupytext
@@ -43,6 +44,7 @@ def to_ipynb(source: Path) -> nbformat.NotebookNode:
 def execute_notebook(
     name: str, parameters: dict, output_dir: Path = BOOK_DIR, progress: bool = True,
     timeout: int | None = None, recorded_as: dict | None = None,
+    kernel_env: dict[str, str | None] | None = None,
 ) -> Path:
     """Execute ``notebooks/<name>.py`` with ``parameters`` into ``<output_dir>/<name>.ipynb``.
 
@@ -53,7 +55,9 @@ def execute_notebook(
     notebook, with its traceback, is kept as ``<name>.failed.ipynb``. The parameters it ran
     with are recorded in its stage folder (:func:`record_parameters`), those in
     ``recorded_as`` with the values given there instead (where it ran is not recorded:
-    :mod:`emolib.book.cluster`).
+    :mod:`emolib.book.cluster`). ``kernel_env``: environment variables set (``None``:
+    removed) for the kernel only, e.g. the driver's thread settings for a kernel started by a
+    Dask worker; this process's environment is left as it is.
 
     Raises
     ------
@@ -75,6 +79,7 @@ def execute_notebook(
             progress_bar=progress, cwd=str(REPO_ROOT), execution_timeout=timeout,
             # the kernel's own log (e.g. its warning about local TCP) stays out of the terminal
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            **({"kernel_manager_class": _kernel_manager(kernel_env)} if kernel_env else {}),
         )
     except pm.PapermillExecutionError as err:
         partial.replace(failed)
@@ -94,6 +99,25 @@ def execute_notebook(
     failed.unlink(missing_ok=True)
     record_parameters(name, {**effective, **(recorded_as or {})})
     return out
+
+
+def _kernel_manager(env: dict[str, str | None]) -> type:
+    """A jupyter_client kernel manager whose kernels start with ``env`` applied to this
+    process's environment (the Popen ``env`` of the kernel: nothing else is changed)."""
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.manager import KernelManager
+
+    class EnvKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            merged = dict(kw.pop("env", None) or os.environ)
+            for var, value in env.items():
+                if value is None:
+                    merged.pop(var, None)
+                else:
+                    merged[var] = str(value)
+            return await KernelManager._async_start_kernel(self, env=merged, **kw)
+
+    return EnvKernelManager
 
 
 def record_parameters(name: str, parameters: dict) -> Path | None:
