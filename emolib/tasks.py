@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["ClusterProgress", "cluster_progress", "dashboard_link", "engine", "have_dask",
-           "leave_worker_slot", "local_cluster", "run_tasks",
+           "leave_worker_slot", "local_cluster", "run_tasks", "scheduler_address",
            "slurm_job_script", "task_key", "thread_environment", "threads_per_task",
            "worker_index"]
 
@@ -102,6 +102,16 @@ def thread_environment() -> dict[str, str | None]:
     return {var: os.environ.get(var) for var in _THREAD_VARS}
 
 
+def scheduler_address(client) -> str:
+    """The scheduler's own address (what it listens on), to hand to code that runs on the
+    cluster's machines: the address this client dialled may be a tunnel's
+    (``tcp://localhost:8786``) that a worker cannot reach."""
+    try:
+        return client.scheduler_info(n_workers=0)["address"]
+    except (KeyError, TypeError):
+        return client.scheduler.address
+
+
 @contextlib.contextmanager
 def engine(workers: int | None = None, scheduler: str | None = None,
            threads: int | None = None, progress: bool = True) -> Iterator[Any]:
@@ -139,18 +149,26 @@ def _tally_plugin(name: str):
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     class TaskTally(SchedulerPlugin):
+        # only tasks submitted since the tally began: on a shared scheduler, those already
+        # there when it began neither end in the bar nor make its counts negative
         def __init__(self):
             self.name = name
+            self.keys, self.on_workers = set(), set()
             self.counts = {"submitted": 0, "done": 0, "failed": 0, "processing": 0}
 
         def update_graph(self, scheduler, *, tasks=(), **kwargs):
-            self.counts["submitted"] += len(tasks)
+            new = set(tasks) - self.keys
+            self.keys |= new
+            self.counts["submitted"] += len(new)
 
         def transition(self, key, start, finish, *args, **kwargs):
+            if key not in self.keys:
+                return
             if finish == "processing":
-                self.counts["processing"] += 1
-            if start == "processing":
-                self.counts["processing"] -= 1
+                self.on_workers.add(key)
+            elif start == "processing":
+                self.on_workers.discard(key)
+            self.counts["processing"] = len(self.on_workers)
             if start == "processing" and finish == "memory":
                 self.counts["done"] += 1
             elif finish == "erred":
@@ -188,7 +206,13 @@ def cluster_progress(client, desc: str = "tasks on the cluster", progress: bool 
     from tqdm.auto import tqdm
 
     name = f"emolib-tally-{uuid.uuid4().hex}"
-    client.register_plugin(_tally_plugin(name), name=name)
+    try:
+        client.register_plugin(_tally_plugin(name), name=name)
+    except Exception as err:  # a scheduler that takes no plugins: the work goes on, unseen
+        print(f"no progress bar of the cluster's tasks ({type(err).__name__}: {err})",
+              flush=True)
+        yield None
+        return
     tally = ClusterProgress(client, name)
     stop = threading.Event()
     bar = tqdm(total=0, desc=desc, unit="task", disable=not progress, dynamic_ncols=True)

@@ -63,6 +63,7 @@ ci_block_s: Optional[float] = 60.0  # seconds of movie time left out (jackknife)
 device: str = "auto"  # auto uses a GPU when there is one, else the CPU
 workers: Optional[int] = 2  # train the folds as tasks on a local Dask cluster of this many processes (one per GPU where there are several); None: one after another in this kernel
 scheduler: Optional[str] = None  # address of a running Dask scheduler (e.g. a Slurm cluster's) to train on instead of a local cluster
+threads: Optional[int] = None  # torch threads of each fold (they change the rounding); None: this machine's cores shared among `workers` (with a scheduler too)
 restart: bool = False  # delete earlier outputs instead of resuming from them
 seed: int = 0  # seed of initialisation, batch order and dropout
 progress: bool = True  # show progress bars
@@ -98,7 +99,7 @@ from emolib.plots import (
     plot_null,
     plot_roc_by_fold,
 )
-from emolib.tasks import dashboard_link, local_cluster
+from emolib.tasks import dashboard_link, local_cluster, threads_per_task
 
 configure_plotly()
 prepared = load_prepared(get_derived_dir("01_dataprep", profile, data_dir, create=False))
@@ -170,12 +171,13 @@ leaks
 # %%
 cluster = local_cluster(workers) if workers and not scheduler else None
 engine = scheduler or (cluster.scheduler_address if cluster else None)
+fold_threads = threads if threads is not None else threads_per_task(workers)
 if cluster is not None:
     link = dashboard_link(cluster)
     print(f"local Dask cluster: {workers} workers" + (f", dashboard {link}" if link else ""))
 out_root = get_derived_dir("02_training", profile, data_dir)
 result = run_decoding(prepared, out_root / split, split, config, folds=folds, span_s=leak_span_s,
-                      progress=progress, restart=restart, scheduler=engine)
+                      progress=progress, restart=restart, scheduler=engine, threads=fold_threads)
 plot_learning_curves(result.history)
 
 # %% [markdown]
@@ -267,7 +269,8 @@ if ground_truth:
         random_split=compare_random,
         standardize=prepared.manifest["parameters"].get("standardize", "volume"),
         smoothing_fwhm=prepared.manifest["parameters"].get("smoothing_fwhm"),
-        high_pass=prepared.manifest["parameters"].get("high_pass"), scheduler=engine)
+        high_pass=prepared.manifest["parameters"].get("high_pass"), scheduler=engine,
+        threads=fold_threads)
     display(truth_table.round(3))
     if compare_random:
         inflation = split_inflation(
@@ -306,7 +309,7 @@ tables = [summary]
 if compare_random:
     random_result = run_decoding(prepared, out_root / "random", "random", config,
                                  span_s=leak_span_s, progress=progress, restart=restart,
-                                 scheduler=engine)
+                                 scheduler=engine, threads=fold_threads)
     tables.append(summarize_decoding(random_result, n_boot=n_bootstrap, seed=seed,
                                      block_s=ci_block_s, interval=ci_method))
 comparison = pd.concat(tables, ignore_index=True)

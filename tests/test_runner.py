@@ -105,38 +105,58 @@ def test_runner_skips_unchanged_notebooks_and_collects_every_failure(tmp_path):
 def test_a_kernel_gets_its_own_environment_and_this_process_keeps_its(tmp_path, monkeypatch):
     """``kernel_env`` (a chapter on a Dask worker: the driver's thread settings) reaches the
     kernel, set or removed, and only the kernel: the process that started it (a worker whose
-    torch the folds use) keeps its own settings."""
+    torch the folds use) keeps its own settings. ``recorded_as`` (the book's scheduler) is
+    what the published page and the stage record hold, the run's own value in a comment."""
     import os
 
     import emolib.book.execute as execute
 
     (tmp_path / "00_env.py").write_text(
+        '# %% tags=["parameters"]\nprofile = "x"\ndata_dir = None\nscheduler = None\n'
         "# %%\nimport os\nprint('OMP', os.environ.get('OMP_NUM_THREADS'),"
         " 'MKL', os.environ.get('MKL_NUM_THREADS'))\n")
     monkeypatch.setattr(execute, "NOTEBOOKS_DIR", tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
-    out = execute.execute_notebook("00_env", {}, output_dir=tmp_path / "book", progress=False,
-                                   kernel_env={"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": None})
-    printed = nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"]
-    assert printed.strip() == "OMP 3 MKL None"
+    address = "tcp://127.0.0.1:1"
+    out = execute.execute_notebook(
+        "00_env", {"profile": "env", "data_dir": str(tmp_path / "data"), "scheduler": address},
+        output_dir=tmp_path / "book", progress=False, recorded_as={"scheduler": None},
+        kernel_env={"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": None})
+    nb = nbformat.read(out, as_version=4)
+    assert nb.cells[-1].outputs[0]["text"].strip() == "OMP 3 MKL None"
     assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
+    # where it ran is not published as a value to run with, nor recorded for the stage
+    injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get(
+        "tags", []))
+    assert f"scheduler = None  # this run's, on the book's Dask cluster: {address!r}" in injected
+    recorded = json.loads((tmp_path / "data" / "derived" / "env" / "00_env" /
+                           "parameters.json").read_text())
+    assert recorded["scheduler"] is None
 
 
 def test_chapters_that_train_folds_are_sent_to_the_books_cluster():
     """On a cluster, a chapter that declares ``scheduler`` gets the book's (and no local
-    cluster of its own), and records what a run on threads records; the others, and every
-    chapter without a cluster, get nothing."""
+    cluster of its own) with the fold thread count its own cluster would have used, and
+    records what a run on threads records; one whose profile trains in its kernel, the
+    others, and every chapter without a cluster, get nothing."""
     from emolib.book.cluster import engine_parameters
     from emolib.book.runner import declared_parameters
+    from emolib.tasks import threads_per_task
 
     address = "tcp://10.0.0.1:8786"
     training = declared_parameters("02_training")
     assert engine_parameters(training, {"epochs": 2}, address) == (
-        {"scheduler": address, "workers": None},
-        {"scheduler": training["scheduler"], "workers": training["workers"]})
-    assert engine_parameters(training, {"workers": None}, address)[1] == {
-        "scheduler": None, "workers": None}
+        {"scheduler": address, "workers": None,
+         "threads": threads_per_task(training["workers"])},
+        {"scheduler": training["scheduler"], "workers": training["workers"],
+         "threads": training["threads"]})
+    assert engine_parameters(training, {"workers": 3, "threads": 5}, address) == (
+        {"scheduler": address, "workers": None, "threads": 5},
+        {"scheduler": None, "workers": 3, "threads": 5})
+    assert engine_parameters(training, {"workers": None}, address) == ({}, {})  # in-kernel
+    assert engine_parameters(training, {"workers": None, "scheduler": "tcp://lab:1"},
+                             address)[0]["scheduler"] == address
     assert engine_parameters(declared_parameters("01_dataprep"), {}, address) == ({}, {})
     assert engine_parameters(training, {}, None) == ({}, {})
     with pytest.raises(ValueError, match="not both"):

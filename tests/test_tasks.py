@@ -128,7 +128,8 @@ CFG = TrainConfig(epochs=2, batch_size=16, t_max=2, patience=5, seed=0, augment_
 def test_folds_on_a_local_cluster_match_the_serial_run(tiny_prepared, tmp_path):
     """Two folds as tasks on a 2-worker local cluster: predictions (CNN, linear, chance)
     and learning curves (losses, accuracies, learning rates; not their clock times)
-    identical to the serial run with the same thread count; a second run reuses them."""
+    identical to the serial run with the same thread count; a second run reuses them, one
+    with another thread count does not."""
     serial = run_decoding(tiny_prepared, tmp_path / "serial", "run", CFG, folds=[0, 1],
                           progress=False, threads=1)
     cluster = run_decoding(tiny_prepared, tmp_path / "cluster", "run", CFG, folds=[0, 1],
@@ -141,6 +142,10 @@ def test_folds_on_a_local_cluster_match_the_serial_run(tiny_prepared, tmp_path):
     again = run_decoding(tiny_prepared, tmp_path / "cluster", "run", CFG, folds=[0, 1],
                          progress=False, workers=2, threads=1)
     assert set(again.reuse["status"]) == {"reuse"}
+    # the thread count is part of a fold's inputs: another one does not reuse it
+    other = run_decoding(tiny_prepared, tmp_path / "cluster", "run", CFG, folds=[0],
+                         progress=False, threads=2)
+    assert list(other.reuse["status"]) == ["stale"]
 
 
 def test_a_killed_worker_is_replaced_and_its_fold_ends_the_same(tiny_prepared, tmp_path):

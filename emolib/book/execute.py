@@ -94,7 +94,7 @@ def execute_notebook(
         raise
     finally:
         tmp_in.unlink(missing_ok=True)
-    effective = present_parameters(partial)
+    effective = present_parameters(partial, recorded_as)
     partial.replace(out)
     failed.unlink(missing_ok=True)
     record_parameters(name, {**effective, **(recorded_as or {})})
@@ -169,7 +169,7 @@ def _scrub_outputs(nb: nbformat.NotebookNode, data_dir) -> None:
                 out["traceback"] = [scrub(line) for line in out["traceback"]]
 
 
-def present_parameters(path: Path) -> dict:
+def present_parameters(path: Path, recorded_as: dict | None = None) -> dict:
     """Make an executed notebook read as a paper page.
 
     Every code cell gets the ``hide-input`` tag: the reader sees prose, figures and tables,
@@ -178,9 +178,13 @@ def present_parameters(path: Path) -> dict:
     paths among the injected parameters are shown as :func:`emolib.paths.display_path` does
     and ``data_dir`` as None, in the summary and in the injected cell: the published page
     holds no path of the machine that built it (the run's own values are returned, and
-    recorded by :func:`record_parameters`). Cells tagged ``colab`` (the install cell for
-    Colab) are removed from the book.
+    recorded by :func:`record_parameters`). Parameters in ``recorded_as`` (where the run
+    ran: the book's Dask cluster, :mod:`emolib.book.cluster`) read as those values in the
+    injected cell, the run's own in a comment, so that Run All in a launched copy does not
+    look for a cluster that is gone. Cells tagged ``colab`` (the install cell for Colab) are
+    removed from the book.
     """
+    recorded_as = recorded_as or {}
     nb = nbformat.read(path, as_version=4)
     defaults, injected, where = {}, {}, None
     for i, cell in enumerate(nb.cells):
@@ -206,10 +210,14 @@ def present_parameters(path: Path) -> dict:
     shown = {k: _shown(k, v, data_dir) for k, v in effective.items()}
     # in the injected cell a machine path becomes None (the default: the reader's own data
     # folder, or what make data fetched), so that Run All works in a launched copy
-    nb.cells[where].source = "# Parameters\n" + "".join(
-        f"{k} = {v!r}\n" if shown[k] == v else
-        f"{k} = None  # this run's: {shown[k] if k != 'data_dir' else 'its data folder'}\n"
-        for k, v in injected.items())
+    def line(k, v) -> str:
+        if k in recorded_as:
+            return f"{k} = {recorded_as[k]!r}  # this run's, on the book's Dask cluster: {v!r}\n"
+        if shown[k] == v:
+            return f"{k} = {v!r}\n"
+        return f"{k} = None  # this run's: {shown[k] if k != 'data_dir' else 'its data folder'}\n"
+
+    nb.cells[where].source = "# Parameters\n" + "".join(line(k, v) for k, v in injected.items())
     _scrub_outputs(nb, data_dir)
     papermill = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):  # the build machine's temporary files
@@ -217,9 +225,10 @@ def present_parameters(path: Path) -> dict:
     if "parameters" in papermill:
         papermill["parameters"] = {k: _shown(k, v, data_dir)
                                    for k, v in papermill["parameters"].items()}
-    items = [f"`{k} = {_format_value(shown[k])}`" + (" *(profile)*" if k in injected and
-                                                      injected[k] != defaults.get(k) else "")
-             for k in effective]
+    items = [f"`{k} = {_format_value(shown[k])}`" + (
+        " *(the book's Dask cluster)*" if k in recorded_as else
+        " *(profile)*" if k in injected and injected[k] != defaults.get(k) else "")
+        for k in effective]
     text = ("**Parameters of this run** (*(profile)* marks values the run profile set; the "
             "code of both parameter cells is one click away above):\n\n" +
             "\n".join(f"- {item}" for item in items))

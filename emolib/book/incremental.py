@@ -183,15 +183,18 @@ def device_name() -> str:
     return f"CPU ({os.cpu_count()} cores)"
 
 
-def record_execution(path: Path, inputs: dict, wall_s: float) -> dict:
-    """Write the execution record into the executed notebook at ``path``; returns it."""
+def record_execution(path: Path, inputs: dict, wall_s: float,
+                     device: str | None = None) -> dict:
+    """Write the execution record into the executed notebook at ``path``; returns it.
+    ``device``: what the chapter ran on, when not this process's machine (a Dask worker's:
+    :func:`emolib.book.cluster.run_chapter` reports it)."""
     parameters = inputs["parameters"]
     record = {
         "key": fingerprint(inputs),
         "inputs": jsonable(_shown_inputs(inputs)),
         "outputs": _own_outputs(path, parameters),
         "wall_s": round(float(wall_s), 1),
-        "device": device_name(),
+        "device": device or device_name(),
         "profile": parameters.get("profile"),
         "executed": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

@@ -64,7 +64,7 @@ from emolib.book.incremental import (
 )
 from emolib.book.params import check_names, check_profile, parse_parameters
 from emolib.paths import REPO_ROOT
-from emolib.tasks import cluster_progress, engine
+from emolib.tasks import cluster_progress, engine, scheduler_address
 
 __all__ = [
     "BOOK_DIR", "NOTEBOOKS_DIR", "NotebookFailed", "PROFILES_DIR", "build_book", "chapter_alone",
@@ -274,7 +274,7 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
     def run_one(i: int, name: str) -> tuple[dict, str | None]:
         params = notebook_parameters(spec, name)
         inputs = execution_inputs(name, params, needs[name], NOTEBOOKS_DIR, package)
-        address = client.scheduler.address if client is not None else None
+        address = scheduler_address(client) if client is not None else None
         on_engine, recorded_as = engine_parameters(declared_parameters(name), params, address)
         params = {**params, **on_engine}
         fresh, why = (False, "--force") if force else cache_status(
@@ -286,14 +286,19 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
         say(f"{head}: running ({why})")
         t0 = time.perf_counter()
         try:
-            out = execute_notebook(name, params, output_dir=book_dir, progress=bars) \
-                if client is None else submit_chapter(client, name, params, book_dir, recorded_as)
+            if client is None:
+                out = execute_notebook(name, params, output_dir=book_dir, progress=bars)
+                device, seconds = None, None
+            else:  # the worker's device and time, not this machine's nor the wait for a slot
+                out, device, seconds = submit_chapter(client, name, params, book_dir,
+                                                      recorded_as)
         except Exception as err:  # NotebookFailed, or a dead kernel, a timeout: collected
             say(f"{head}: FAILED after {time.perf_counter() - t0:.0f} s")
             text = str(err) if isinstance(err, NotebookFailed) else (
                 f"notebooks/{name}.py: {type(err).__name__}: {err}")
             return {"status": "failed", "reason": text.splitlines()[0]}, text
-        record_execution(out, inputs, time.perf_counter() - t0)
+        record_execution(out, inputs, seconds if seconds is not None else
+                         time.perf_counter() - t0, device=device)
         say(f"{head}: done in {time.perf_counter() - t0:.0f} s")
         return {"status": "run", "reason": why}, None
 

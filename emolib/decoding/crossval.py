@@ -157,9 +157,11 @@ def decoding_samples(prepared: PreparedData, window=None, sample_window=None,
 
 def _fold_inputs(data: str, samples: pd.DataFrame, split, kind: str,
                  config: TrainConfig, span_s: float, baselines: bool, window=None,
-                 sample_window=None) -> dict:
+                 sample_window=None, threads: int | None = None) -> dict:
     """Everything one fold's outputs depend on (:func:`emolib.manifest.reuse_status`);
-    ``data`` is the prepared data's :attr:`~emolib.forrest.PreparedData.fingerprint`."""
+    ``data`` is the prepared data's :attr:`~emolib.forrest.PreparedData.fingerprint`;
+    ``threads`` the fold's torch threads (they change the rounding; None: a running
+    scheduler's workers' own, which this process cannot know)."""
     cols = ["subject", "run", "volume", "y"]
 
     def rows(idx) -> str:
@@ -168,7 +170,7 @@ def _fold_inputs(data: str, samples: pd.DataFrame, split, kind: str,
     return {"kind": kind, "fold": split.name, "config": config.to_dict(),
             "data": data, "train": rows(split.train), "test": rows(split.test),
             "span_s": span_s, "baselines": baselines, "window": _window(window),
-            "sample_window": _window(sample_window)}
+            "sample_window": _window(sample_window), "threads": threads}
 
 
 def fold_arrays(volumes: np.ndarray, sel: np.ndarray, samples: pd.DataFrame, split,
@@ -304,9 +306,11 @@ def run_decoding(
     threads : int, optional
         Torch threads of each fold's training; default the process's setting when serial,
         the cores shared among the workers on a local cluster
-        (:func:`emolib.tasks.threads_per_task`). A fold's numbers depend on its thread count
-        (sums split across threads round differently) and on nothing else of where it ran:
-        serial and cluster runs with the same ``threads`` give identical results.
+        (:func:`emolib.tasks.threads_per_task`), the workers' own on a running scheduler. A
+        fold's numbers depend on its thread count (sums split across threads round
+        differently) and on nothing else of where it ran: serial and cluster runs with the
+        same ``threads`` give identical results, and a fold is reused only by a run with its
+        thread count (part of its inputs; give ``threads`` with ``scheduler`` for that).
     window : sequence of int, optional
         Decode windows of the volumes at these consecutive offsets from each labelled volume
         (``(N, T, X, Y, Z)`` inputs for the network of ``config.architecture``); the cache must
@@ -328,11 +332,14 @@ def run_decoding(
         assert_no_leak(samples, splits, span_s=leak_span)
     preds, histories, reuse_rows = [], [], []
     data_fingerprint = prepared.fingerprint  # hashed once, not once per fold
+    serial = workers is None and scheduler is None
+    if threads is None:  # what each fold will compute with, part of its inputs
+        threads = torch.get_num_threads() if serial else threads_per_task(workers)
     todo = []
     for i, split in enumerate(splits, start=1):
         fdir = _fold_dir(folder, split.name)
         inputs = _fold_inputs(data_fingerprint, samples, split, kind, config, span_s, baselines,
-                              window, sample_window)
+                              window, sample_window, threads)
         status, reason = reuse_status(fdir, inputs, done=DONE)
         reuse_rows.append({"fold": split.name, "status": status, "reason": reason})
         if progress:
@@ -341,13 +348,12 @@ def run_decoding(
                   + (f" ({reason})" if status == "stale" else ""), flush=True)
         if status != "reuse":
             todo.append((i, split, fdir, inputs))
-    serial = workers is None and scheduler is None
     # a worker opens the prepared data itself (memory-mapped): a pickled memory map is a copy
     source = prepared if serial else prepared.folder.resolve()
     run_tasks(_train_fold,
               [(source, split, i, kind, config, span_s, baselines, fdir.resolve(), inputs,
-                threads if threads is not None else threads_per_task(workers),
-                progress and serial, window, sample_window) for i, split, fdir, inputs in todo],
+                threads, progress and serial, window, sample_window)
+               for i, split, fdir, inputs in todo],
               names=[f"fold {split.name}" for _, split, *_ in todo], workers=workers,
               scheduler=scheduler, progress=progress, desc=f"{kind} folds")
     for split in splits:
@@ -434,6 +440,7 @@ def ground_truth_check(
     high_pass: float | None = 1 / 128,
     progress: bool = False,
     scheduler: str | None = None,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Decode a small generated dataset with a planted signal and its null twin.
 
@@ -449,7 +456,8 @@ def ground_truth_check(
     book's). The default response, 5 % of baseline on 300 samples, is what the CNN finds
     here with the book's preprocessing and input noise (macro AUC 0.63-0.65, permutation p
     at its floor, measured once; at 2 % only the linear baseline did, 0.66 against 0.48).
-    ``scheduler``: train the folds on that Dask scheduler (:func:`run_decoding`).
+    ``scheduler``, ``threads``: train the folds on that Dask scheduler, with that many torch
+    threads each (:func:`run_decoding`).
 
     Returns
     -------
@@ -475,7 +483,7 @@ def ground_truth_check(
                                high_pass=high_pass if standardize == "run" else None,
                                progress=False)
         result = run_decoding(prep, root / name / "decoding", "run", config, progress=progress,
-                              restart=True, scheduler=scheduler)
+                              restart=True, scheduler=scheduler, threads=threads)
         for model in ("cnn", "linear"):
             y, p, meta = result.probs(model)
             folds = meta["fold"].to_numpy()
@@ -489,7 +497,7 @@ def ground_truth_check(
                          "collapsed_folds": len(test.collapsed_folds), "n_samples": len(y)})
         if null and random_split:
             run_decoding(prep, root / name / "random", "random", config, progress=progress,
-                         restart=True, scheduler=scheduler)
+                         restart=True, scheduler=scheduler, threads=threads)
     return pd.DataFrame(rows)
 
 
