@@ -119,9 +119,10 @@ def engine(workers: int | None = None, scheduler: str | None = None,
     cluster of ``workers`` processes started here (:func:`local_cluster`, closed at the end)
     or on the running scheduler at ``scheduler``; ``None`` (no Dask) when neither is given.
 
-    The client's ``scheduler.address`` is what to hand on to code that submits tasks of its
-    own (:func:`run_tasks`' ``scheduler``), so that everything runs on the one cluster and
-    its dashboard (printed when ``progress`` and served) shows every task.
+    :func:`scheduler_address` of the client is what to hand on to code that submits tasks
+    of its own (:func:`run_tasks`' ``scheduler``), so that everything runs on the one
+    cluster: :func:`cluster_progress` and its dashboard (printed when ``progress`` and
+    served) then show every task.
     """
     _validate(workers, scheduler)
     if workers is None and scheduler is None:
@@ -144,7 +145,7 @@ def engine(workers: int | None = None, scheduler: str | None = None,
 
 def _tally_plugin(name: str):
     """A scheduler plugin that counts the tasks submitted to the scheduler (by any client: the
-    chapters' and the folds' alike), finished, failed and running. Defined here, not at module
+    chapters' and the folds' alike), finished, failed and processing. Defined here, not at module
     level, so that it travels to a remote scheduler by value (no emolib needed there)."""
     from distributed.diagnostics.plugin import SchedulerPlugin
 
