@@ -59,15 +59,21 @@ def worker_index() -> int | None:
     """This process's number among a local cluster's workers (0, 1, ...: their names), or
     None outside a Dask worker or for a worker named otherwise. A task uses it to take one
     GPU per worker (``cuda:<index % device count>``)."""
+    worker = _current_worker()
+    name = worker.name if worker is not None else None
+    return name if isinstance(name, int) else None
+
+
+def _current_worker():
+    """The Dask worker running this code, or None (not in a worker, or no Dask here)."""
     if not have_dask():
         return None
     from distributed import get_worker
 
     try:
-        name = get_worker().name
+        return get_worker()
     except ValueError:  # not in a worker
         return None
-    return name if isinstance(name, int) else None
 
 
 def leave_worker_slot() -> bool:
@@ -75,21 +81,11 @@ def leave_worker_slot() -> bool:
     same cluster): it gives its worker's thread back to the cluster (``distributed.secede``)
     so that the tasks it waits for can run there. A no-op outside a Dask worker; returns
     whether it seceded."""
-    if not have_dask() or not _in_worker():
+    if _current_worker() is None:
         return False
     from distributed import secede
 
     secede()
-    return True
-
-
-def _in_worker() -> bool:
-    from distributed import get_worker
-
-    try:
-        get_worker()
-    except ValueError:
-        return False
     return True
 
 

@@ -106,7 +106,7 @@ out_root = get_derived_dir("09_spacetime", profile, data_dir)
 # the data-preparation chapter's inputs and parameters, with every volume a window needs
 prepared = prepare_variant(source, out_root / "prep", window=window, progress=progress)
 samples, ids, rows, span = decoding_samples(prepared, window, span_s=leak_span_s)
-tr = float(prepared.manifest["parameters"]["timing"]["tr"])  # the data's repetition time
+tr = prepared.tr  # the data's repetition time
 shape = prepared.volumes.shape[1:]
 n_classes = len(prepared.classes)
 display(Markdown(

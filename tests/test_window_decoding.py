@@ -94,6 +94,18 @@ def test_preparing_windows_keeps_the_neighbours_and_the_same_selection(windowed,
     assert ws.dropped == int(edge.sum()) and len(ws.samples) == len(sel_w) - ws.dropped
 
 
+def test_prepared_data_give_their_own_repetition_time(windowed):
+    """The TR a window's span and the book's seconds come from is the one the data were
+    prepared with (a variant's too); a manifest without it is an error naming the file."""
+    import dataclasses
+
+    single, prep = windowed
+    assert single.tr == prep.tr == TINY_TIMING.tr
+    bare = dataclasses.replace(prep, manifest={"parameters": {}})
+    with pytest.raises(ValueError, match=r"window/manifest.json records no repetition time"):
+        _ = bare.tr
+
+
 def test_single_and_window_models_share_samples_and_folds(windowed, tmp_path):
     """A single-volume decoding given the window as its sample window and the two window
     networks: the same test samples in the same folds, no fold sharing a moment with its

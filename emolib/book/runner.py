@@ -110,13 +110,14 @@ def declared_parameters(name: str) -> dict:
     return {}
 
 
-def notebook_parameters(spec: dict, name: str) -> dict:
-    """Parameters of one notebook under a profile: the common ones it declares, then its own.
+def notebook_parameters(spec: dict, name: str, declared: dict | None = None) -> dict:
+    """Parameters of one notebook under a profile: the common ones it declares, then its own
+    (``declared``: :func:`declared_parameters` of the notebook, when the caller has it).
 
     Raises :class:`emolib.book.params.ParameterError` for a name of its own that the
     notebook does not declare.
     """
-    known = declared_parameters(name)
+    known = declared_parameters(name) if declared is None else declared
     own = spec["notebooks"].get(name) or {}
     check_names(own, known, f"profile {spec.get('name', '?')!r}: notebook {name}")
     common = {k: v for k, v in spec["common"].items() if k in known}
@@ -256,7 +257,8 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
     if missing:
         raise ValueError(f"profile {spec['name']!r} has no notebook(s) {missing}")
     # every name of the profile checked before any notebook runs
-    check_profile(spec, {n: declared_parameters(n) for n in spec["notebooks"]})
+    declared = {n: declared_parameters(n) for n in spec["notebooks"]}
+    check_profile(spec, declared)
     order = list(spec["notebooks"])
     needs = {n: chapter_needs(n, order) for n in names}
     alone = {n: chapter_alone(n) for n in names}
@@ -272,10 +274,10 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
             sys.stdout.flush()
 
     def run_one(i: int, name: str) -> tuple[dict, str | None]:
-        params = notebook_parameters(spec, name)
+        params = notebook_parameters(spec, name, declared[name])
         inputs = execution_inputs(name, params, needs[name], NOTEBOOKS_DIR, package)
         address = scheduler_address(client) if client is not None else None
-        on_engine, recorded_as = engine_parameters(declared_parameters(name), params, address)
+        on_engine, recorded_as = engine_parameters(declared[name], params, address)
         params = {**params, **on_engine}
         fresh, why = (False, "--force") if force else cache_status(
             book_dir / f"{name}.ipynb", inputs)
@@ -288,7 +290,7 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
         try:
             if client is None:
                 out = execute_notebook(name, params, output_dir=book_dir, progress=bars)
-                device, seconds = None, None
+                device, seconds = None, time.perf_counter() - t0
             else:  # the worker's device and time, not this machine's nor the wait for a slot
                 out, device, seconds = submit_chapter(client, name, params, book_dir,
                                                       recorded_as)
@@ -297,8 +299,7 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
             text = str(err) if isinstance(err, NotebookFailed) else (
                 f"notebooks/{name}.py: {type(err).__name__}: {err}")
             return {"status": "failed", "reason": text.splitlines()[0]}, text
-        record_execution(out, inputs, seconds if seconds is not None else
-                         time.perf_counter() - t0, device=device)
+        record_execution(out, inputs, seconds, device=device)
         say(f"{head}: done in {time.perf_counter() - t0:.0f} s")
         return {"status": "run", "reason": why}, None
 

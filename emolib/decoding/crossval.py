@@ -143,8 +143,7 @@ def decoding_samples(prepared: PreparedData, window=None, sample_window=None,
     if window is None and sample_window is None:
         sel = np.flatnonzero(prepared.samples["selected"].to_numpy())
         return prepared.samples.iloc[sel].reset_index(drop=True), sel, sel, float(span_s)
-    tr = float(prepared.manifest.get("parameters", {}).get("timing", {}).get("tr", 2.0))
-    ws = window_samples(prepared.samples, (0,) if window is None else window, tr=tr,
+    ws = window_samples(prepared.samples, (0,) if window is None else window, tr=prepared.tr,
                         span_s=span_s, sample_window=sample_window)
     if ws.samples.empty:
         raise ValueError(f"{prepared.folder}: no selected volume has its whole window "

@@ -140,6 +140,16 @@ class PreparedData:
                             "n_samples": m.get("outputs", {}).get("n_samples"),
                             "classes": self.classes})
 
+    @property
+    def tr(self) -> float:
+        """Seconds between volumes: the repetition time the data were prepared with (the
+        manifest's ``parameters.timing.tr``)."""
+        try:
+            return float(self.manifest["parameters"]["timing"]["tr"])
+        except (KeyError, TypeError):
+            raise ValueError(f"{self.folder / 'manifest.json'} records no repetition time "
+                             "(parameters.timing.tr): prepare the data again") from None
+
     def subject_mask(self, subject: str) -> np.ndarray:
         """The z-scoring mask of one subject (boolean, on its own grid)."""
         return np.asanyarray(nib.load(self.folder / f"mask_sub-{subject}.nii.gz").dataobj
