@@ -156,7 +156,7 @@ per_obs
 
 # %%
 tables = {
-    mode: lab.consensus_labels(annotations, tr=2.0, min_observers=min_observers, mode=mode)
+    mode: lab.consensus_labels(annotations, tr=lab.LABEL_STEP_S, min_observers=min_observers, mode=mode)
     for mode in ("seed", "category")
 }
 labels = tables[label_mode]

@@ -111,3 +111,14 @@ def test_temporal_profiles_are_scaled_to_their_peaks_and_marked():
              and ln.get_marker() == "v"]
     assert peaks == [1, 0]
     plt.close(fig)
+
+
+def test_a_negative_peak_is_marked_where_the_curve_reaches_minus_one():
+    from emolib.plots import plot_temporal_profiles
+
+    fig = plot_temporal_profiles([0, 1, 2], {"a": np.array([0.2, -0.8, 0.4]),
+                                             "flat": np.zeros(3)})
+    marks = [(ln.get_xdata()[0], ln.get_ydata()[0], ln.get_marker())
+             for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) == 1]
+    assert marks == [(1, -1.0, "^")]  # nothing marked on a flat profile
+    plt.close(fig)

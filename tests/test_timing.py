@@ -81,3 +81,25 @@ def test_vectorised_movie_time_matches_scalar():
     vols = np.array([0, 5, 337])
     got = STUDYFORREST.movie_time(runs, vols)
     assert got.tolist() == [STUDYFORREST.movie_time(r, v) for r, v in zip(runs, vols, strict=True)]
+
+
+@pytest.mark.parametrize("tr", [1.0, 2.0, 2.5])
+def test_volumes_read_the_label_grid_by_time_whatever_the_tr(tr):
+    """The labels are agreed on the annotations' 2-s grid (LABEL_STEP_S), not the TR's: a
+    volume reads the step that holds its stimulus time, at any TR."""
+    import pandas as pd
+
+    from emolib.forrest.labels import LABEL_STEP_S
+    from emolib.forrest.timing import label_volumes
+
+    timing = RunTiming(starts=(0.0,), n_volumes=(int(60 / tr),), tr=tr)
+    steps = int(60 / LABEL_STEP_S)
+    labels = pd.DataFrame({"tr": np.arange(steps), "label": [f"L{i}" for i in range(steps)]})
+    vt = label_volumes(timing, labels, labels.iloc[::3], hrf_lag=4.0)
+    stim = np.arange(len(vt)) * tr - 4.0
+    step = np.floor(stim / LABEL_STEP_S + 1e-9).astype(int)
+    labelled = stim >= 0
+    assert (vt["label_tr"].to_numpy()[labelled] == step[labelled]).all()
+    assert vt["label"][labelled].tolist() == [f"L{s}" for s in step[labelled]]
+    assert vt["label"][~labelled].isna().all()
+    assert (vt["selected"] == (labelled & (step % 3 == 0))).all()

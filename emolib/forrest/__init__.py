@@ -18,7 +18,7 @@ from emolib.forrest.dataprep import (
     prepare_dataset,
     summarize_inputs,
 )
-from emolib.forrest.labels import class_counts, consensus_labels, select_classes
+from emolib.forrest.labels import LABEL_STEP_S, class_counts, consensus_labels, select_classes
 from emolib.forrest.leaks import (
     HRF_SPAN_S,
     LeakageError,
@@ -49,8 +49,8 @@ from emolib.forrest.windows import (
 )
 
 __all__ = [
-    "HRF_SPAN_S", "STUDYFORREST", "LeakReport", "LeakageError", "PreparedData", "RoiSet",
-    "RunTiming",
+    "HRF_SPAN_S", "LABEL_STEP_S", "STUDYFORREST", "LeakReport", "LeakageError",
+    "PreparedData", "RoiSet", "RunTiming",
     "Split", "assert_no_leak", "calc_brain_rdms", "calc_network_rdms", "class_counts",
     "average_over_blocks", "consensus_labels", "define_patterns", "find_leaks", "guard",
     "add_pattern_groups",

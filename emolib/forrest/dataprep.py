@@ -51,7 +51,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from emolib.errors import InputDataError
-from emolib.forrest.labels import consensus_labels, select_classes
+from emolib.forrest.labels import LABEL_STEP_S, consensus_labels, select_classes
 from emolib.forrest.standardize import zscore_volumes, zscore_voxels
 from emolib.forrest.timing import STUDYFORREST, RunTiming, label_volumes
 from emolib.forrest.windows import as_offsets, window_support
@@ -360,7 +360,8 @@ def prepare_dataset(
 
     # 1. labels on the movie-time grid
     annotations = read_observers(annotations_dir, annotation_pattern)
-    labels = consensus_labels(annotations, tr=2.0, min_observers=min_observers, mode=label_mode)
+    labels = consensus_labels(annotations, tr=LABEL_STEP_S, min_observers=min_observers,
+                              mode=label_mode)
     selected = select_classes(labels, min_count=min_count, n_per_class=n_per_class,
                               classes=classes, seed=seed)
     class_list = sorted(selected["label"].unique())
@@ -389,7 +390,7 @@ def prepare_dataset(
                  for sub in infos} if mask is not None and str(mask) != "epi" else {}
 
     # 3. sample table
-    vt = label_volumes(timing, labels, selected, hrf_lag=hrf_lag)
+    vt = label_volumes(timing, labels, selected, hrf_lag=hrf_lag, label_step=LABEL_STEP_S)
     kept = {"selected": vt["selected"], "labelled": vt["label"].notna(), "all": True}[keep]
     if window is not None:  # the neighbours that windows of the selected volumes read
         kept = kept | window_support(vt, vt["selected"].to_numpy(bool), window)

@@ -32,10 +32,16 @@ import pandas as pd
 from emolib.io.annotations import EMOTIONS
 
 __all__ = [
-    "MODES", "class_counts", "consensus_labels", "select_classes",
+    "LABEL_STEP_S", "MODES", "class_counts", "consensus_labels", "select_classes",
 ]
 
 MODES = ("seed", "category")
+
+#: Step (s) of the movie-time grid the labels are agreed on: the original project's 2 s. It
+#: is the annotations' resolution, not the scanner's: volumes are mapped onto the grid by
+#: their stimulus time (:func:`emolib.forrest.timing.label_volumes`), so it need not equal
+#: the TR (it does for ds000113).
+LABEL_STEP_S = 2.0
 
 
 def _grid_length(annotations: pd.DataFrame, tr: float) -> int:
@@ -50,7 +56,7 @@ def _covered(start: float, end: float, tr: float) -> range:
 
 def consensus_labels(
     annotations: pd.DataFrame,
-    tr: float = 2.0,
+    tr: float = LABEL_STEP_S,
     min_observers: int | None = None,
     mode: str = "seed",
 ) -> pd.DataFrame:

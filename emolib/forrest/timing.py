@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from emolib.forrest.labels import LABEL_STEP_S
+
 __all__ = [
     "RunTiming", "STUDYFORREST", "STUDYFORREST_RUN_STARTS", "STUDYFORREST_TR",
     "STUDYFORREST_VOLUMES", "label_volumes",
@@ -120,7 +122,7 @@ class RunTiming:
                 out.append((r, v))
         return out
 
-    def volume_table(self, hrf_lag: float = 4.0, label_tr: float = 2.0) -> pd.DataFrame:
+    def volume_table(self, hrf_lag: float = 4.0, label_tr: float = LABEL_STEP_S) -> pd.DataFrame:
         """One row per volume of every run, with its place in movie time.
 
         Parameters
@@ -170,7 +172,7 @@ STUDYFORREST = RunTiming()
 
 def label_volumes(
     timing: RunTiming, labels: pd.DataFrame, selected: pd.DataFrame, hrf_lag: float = 4.0,
-    label_step: float = 2.0,
+    label_step: float = LABEL_STEP_S,
 ) -> pd.DataFrame:
     """Label every volume of one subject's runs from the consensus labels.
 

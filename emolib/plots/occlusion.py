@@ -311,18 +311,19 @@ def plot_temporal_profiles(offsets: Sequence[int], profiles: dict[str, np.ndarra
     offsets = np.asarray(offsets)
     fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
     colours = sns.color_palette("Set2", max(len(profiles), 1)).as_hex()
-    curves = dict(profiles)
+    curves = [(name, prof, dict(color=c))
+              for (name, prof), c in zip(profiles.items(), colours, strict=True)]
     if planted is not None:
-        curves = {"planted response": np.asarray(planted), **curves}
-    for j, (name, prof) in enumerate(curves.items()):
+        curves.insert(0, ("planted response", planted, dict(color="black", ls="--")))
+    for name, prof, style in curves:
         prof = np.asarray(prof, dtype=float)
-        peak = np.nanmax(np.abs(prof))
+        peak = np.nanmax(np.abs(prof)) if np.isfinite(prof).any() else 0.0
         scaled = prof / peak if peak > 0 else prof
-        style = (dict(color="black", ls="--") if planted is not None and j == 0 else
-                 dict(color=colours[(j - (planted is not None)) % len(colours)]))
         ax.plot(offsets, scaled, marker="o", label=name, **style)
-        ax.plot(offsets[np.nanargmax(scaled)], 1.0, marker="v", ms=9, **{
-            "color": style["color"]}, ls="none")
+        if peak > 0:  # the peak (of either sign), where the curve reaches +-1
+            at = int(np.nanargmax(np.abs(scaled)))
+            ax.plot(offsets[at], scaled[at], marker="v" if scaled[at] > 0 else "^", ms=9,
+                    color=style["color"], ls="none")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(offsets)
     ax.set_xlabel("volume offset from the labelled volume")
