@@ -91,6 +91,7 @@ from emolib.forrest import (
     load_prepared,
     make_splits,
     prepare_variant,
+    removal_table,
     window_cache_bytes,
 )
 from emolib.models import TrainConfig, build_model, count_parameters, load_trained, resolve_device
@@ -135,8 +136,8 @@ splits = make_splits(samples, split, span_s=span, seed=seed, folds=folds)
 assert_no_leak(samples, splits, span_s=span)  # raises if any fold shares a moment
 display(Markdown(f"Leakage span of a window: **{span:g} s** (a single volume's {leak_span_s:g} s "
                  f"plus {span - leak_span_s:g} s of window)."))
-pd.DataFrame([{"fold": s.name, "train": s.train.size, "test": s.test.size, **s.removed}
-              for s in splits])
+fold_table = removal_table(splits)  # what each network's decoding must report (checked below)
+fold_table
 
 # %% [markdown]
 # ## Three networks, one recipe
@@ -189,6 +190,7 @@ for name, res in results.items():  # the same test samples, in the same folds, f
     got = res.predictions.query("model == 'cnn'")
     assert got[["fold", "sample", "y"]].reset_index(drop=True).equals(
         reference[["fold", "sample", "y"]].reset_index(drop=True)), name
+    pd.testing.assert_frame_equal(res.folds, fold_table, check_dtype=False, obj=name)
 
 # %% [markdown]
 # ## Single volume against window

@@ -135,6 +135,43 @@ def test_a_kernel_gets_its_own_environment_and_this_process_keeps_its(tmp_path, 
     assert recorded["scheduler"] is None
 
 
+def test_chapters_that_may_run_beside_others_get_kernels_that_do_not_spin(tmp_path,
+                                                                         monkeypatch):
+    """With ``jobs=2`` each kernel's OpenMP threads sleep while they wait, except a chapter's
+    that runs alone; one after another (``jobs=1``) a kernel keeps the default, and a policy
+    the user set is never replaced."""
+    import emolib.book.execute as execute
+    import emolib.book.runner as runner
+    from emolib.tasks import sharing_environment
+
+    for name, header in (("01_a", "needs: []"), ("02_b", "needs: []"),
+                         ("03_c", "needs: []\n#     alone: true")):
+        (tmp_path / f"{name}.py").write_text(
+            f"# ---\n# jupyter:\n#   emolib:\n#     {header}\n# ---\n\n"
+            '# %% tags=["parameters"]\nprofile = "x"\ndata_dir = None\n'
+            "# %%\nimport os\nprint(os.environ.get('OMP_WAIT_POLICY'))\n")
+    for module in (execute, runner):
+        monkeypatch.setattr(module, "NOTEBOOKS_DIR", tmp_path)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    profile = tmp_path / "share.yaml"
+    profile.write_text(yaml.safe_dump({"name": "share", "common": {
+        "profile": "share", "data_dir": str(tmp_path / "d")},
+        "notebooks": {"01_a": {}, "02_b": {}, "03_c": {}}}))
+
+    def printed(book, name):
+        nb = nbformat.read(book / f"{name}.ipynb", as_version=4)
+        return nb.cells[-1].outputs[0]["text"].strip()
+
+    run_profile(str(profile), build=False, progress=False, book_dir=tmp_path / "b", jobs=2)
+    assert [printed(tmp_path / "b", n) for n in ("01_a", "02_b", "03_c")] == [
+        "PASSIVE", "PASSIVE", "None"]
+    run_profile(str(profile), only=["01_a"], build=False, progress=False,
+                book_dir=tmp_path / "one", jobs=1)
+    assert printed(tmp_path / "one", "01_a") == "None"
+    assert sharing_environment({"OMP_WAIT_POLICY": "ACTIVE"}) == {}
+    assert sharing_environment({}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def test_chapters_that_train_folds_are_sent_to_the_books_cluster():
     """On a cluster, a chapter that declares ``scheduler`` gets the book's (and no local
     cluster of its own) with the fold thread count its own cluster would have used, and

@@ -100,16 +100,19 @@ def run_chapter(name: str, parameters: dict, book_dir: str, thread_env: dict,
 
 
 def submit_chapter(client, name: str, parameters: dict, book_dir: Path,
-                   recorded_as: dict | None = None) -> tuple[Path, str, float]:
+                   recorded_as: dict | None = None,
+                   kernel_env: dict[str, str] | None = None) -> tuple[Path, str, float]:
     """Run chapter ``name`` as a task on ``client``'s cluster and wait for it: the executed
-    notebook, the device and the seconds it ran (:func:`run_chapter`); its errors
+    notebook, the device and the seconds it ran (:func:`run_chapter`); its kernel gets this
+    process's thread settings and ``kernel_env``. Its errors
     (:class:`emolib.book.execute.NotebookFailed` naming the cell) are raised here. A task
     whose worker died is run again from the start by Dask (the executed notebook replaces
     the book's only once complete)."""
     from emolib.tasks import task_key, thread_environment
 
     # ahead of queued folds: a chapter waits for a free slot only until a running task ends
-    future = client.submit(run_chapter, name, parameters, str(book_dir), thread_environment(),
+    env = {**thread_environment(), **(kernel_env or {})}
+    future = client.submit(run_chapter, name, parameters, str(book_dir), env,
                            recorded_as or {}, key=task_key(f"chapter-{name}"), pure=False,
                            priority=CHAPTER_PRIORITY)
     try:

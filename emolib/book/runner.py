@@ -64,7 +64,7 @@ from emolib.book.incremental import (
 )
 from emolib.book.params import check_names, check_profile, parse_parameters
 from emolib.paths import REPO_ROOT
-from emolib.tasks import cluster_progress, engine, scheduler_address
+from emolib.tasks import cluster_progress, engine, scheduler_address, sharing_environment
 
 __all__ = [
     "BOOK_DIR", "NOTEBOOKS_DIR", "NotebookFailed", "PROFILES_DIR", "build_book", "chapter_alone",
@@ -239,7 +239,13 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
     processes, started for the run) or ``scheduler`` (the address of a running one), each
     chapter's execution is a task on that cluster, and the chapters that train folds there
     are given its address (:mod:`emolib.book.cluster`); ``jobs`` still bounds the chapters
-    at once. Otherwise threads of this process drive the kernels.
+    at once. Otherwise threads of this process drive the kernels. With ``jobs > 1`` the
+    kernels of chapters that may run beside others get
+    :func:`emolib.tasks.sharing_environment` (OpenMP threads that sleep while they wait):
+    spinning threads of two kernels, or of a kernel beside its folds' workers, took the
+    cores from each other (in a demo book on 2 cores, an epoch of the space-time chapter's
+    time-as-channels network took about 100 s beside the decoding chapter's folds, 14 s once
+    they had ended).
 
     A notebook whose source, parameters, package code and upstream manifests are those of
     its executed notebook's record is not run again (``cached``; ``force`` runs it anyway):
@@ -288,12 +294,15 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
         say(f"{head}: running ({why})")
         t0 = time.perf_counter()
         try:
+            # a kernel that may compute beside others does not spin on their cores
+            share = sharing_environment() if jobs > 1 and not alone[name] else {}
             if client is None:
-                out = execute_notebook(name, params, output_dir=book_dir, progress=bars)
+                out = execute_notebook(name, params, output_dir=book_dir, progress=bars,
+                                       kernel_env=share or None)
                 device, seconds = None, time.perf_counter() - t0
             else:  # the worker's device and time, not this machine's nor the wait for a slot
                 out, device, seconds = submit_chapter(client, name, params, book_dir,
-                                                      recorded_as)
+                                                      recorded_as, share)
         except Exception as err:  # NotebookFailed, or a dead kernel, a timeout: collected
             say(f"{head}: FAILED after {time.perf_counter() - t0:.0f} s")
             text = str(err) if isinstance(err, NotebookFailed) else (
