@@ -244,8 +244,8 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
     :func:`emolib.tasks.sharing_environment` (OpenMP threads that sleep while they wait):
     spinning threads of two kernels, or of a kernel beside its folds' workers, took the
     cores from each other (in a demo book on 2 cores, an epoch of the space-time chapter's
-    time-as-channels network took about 100 s beside the decoding chapter's folds, 14 s once
-    they had ended).
+    networks took about 100 s beside the decoding chapter's folds and the chapters after it,
+    14 s once it ran alone).
 
     A notebook whose source, parameters, package code and upstream manifests are those of
     its executed notebook's record is not run again (``cached``; ``force`` runs it anyway):
