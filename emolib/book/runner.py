@@ -298,7 +298,7 @@ def run_profile(profile: str, only: list[str] | None = None, build: bool = True,
             share = sharing_environment() if jobs > 1 and not alone[name] else {}
             if client is None:
                 out = execute_notebook(name, params, output_dir=book_dir, progress=bars,
-                                       kernel_env=share or None)
+                                       kernel_env=share)
                 device, seconds = None, time.perf_counter() - t0
             else:  # the worker's device and time, not this machine's nor the wait for a slot
                 out, device, seconds = submit_chapter(client, name, params, book_dir,
